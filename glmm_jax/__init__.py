@@ -1,0 +1,33 @@
+"""glmm_jax: generalized linear mixed models by Laplace and adaptive Gauss-Hermite
+quadrature, with exact autodiff derivatives, in JAX (float64).
+
+The public API:
+
+- :func:`fit` — fit a model from an lme4-style formula and a DataFrame.
+- :class:`GLMMResult` — the immutable fitted result.
+- :mod:`families` — ``Binomial``, ``Poisson``, ``Gaussian``, ``Gamma``, ``NegativeBinomial``.
+- :mod:`datasets` — shipped example data and a registry simulator.
+- errors and warnings: ``GLMMInputError``, ``ConvergenceWarning``, ``SingularFitWarning``,
+  ``DataWarning``.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from . import datasets, families  # noqa: E402
+from .api import fit  # noqa: E402
+from .errors import (  # noqa: E402
+    ConvergenceWarning,
+    DataWarning,
+    GLMMInputError,
+    GLMMWarning,
+    SingularFitWarning,
+)
+from .results import GLMMResult  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "fit", "GLMMResult", "families", "datasets", "GLMMInputError", "GLMMWarning",
+    "ConvergenceWarning", "SingularFitWarning", "DataWarning",
+]

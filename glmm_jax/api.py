@@ -1,0 +1,147 @@
+"""``fit``: formula + DataFrame -> GLMMResult."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from .design import ModelFrame, build_frame
+from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
+from .families import Family, get_family
+from .formula import parse_formula
+from .laplace import ClusterData, Structure
+from .objective import pack, unpack
+from .optimize import newton_fit
+from .results import GLMMResult
+
+MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
+SINGULAR_TOL = 1e-4  # relative size of a Cholesky diagonal below which a fit is singular
+
+
+def fit(
+    formula: str,
+    data: pd.DataFrame,
+    family: str | Family = "binomial",
+    link: str | None = None,
+    nagq: int = 1,
+    *,
+    max_iter: int = 100,
+) -> GLMMResult:
+    """Fit a generalized linear mixed model by maximum likelihood.
+
+    Args:
+      formula: lme4-style formula, e.g. ``"y ~ x + (1 + x | g)"``; binomial responses may
+        be 0/1, logical, two-level, or ``cbind(successes, failures)``.
+      data: DataFrame holding every column the formula uses (it is not modified).
+      family: ``"binomial"``, ``"poisson"``, ``"gaussian"``, ``"gamma"``,
+        ``"negative_binomial"``, or a ``glmm_jax.families`` object.
+      link: link function name, if not the family's default.
+      nagq: 1 for the Laplace approximation, > 1 for adaptive Gauss-Hermite quadrature
+        with ``nagq`` nodes per random-effect dimension (``nagq**q`` per cluster, at most
+        ``MAX_QUADRATURE_NODES``).
+      max_iter: maximum outer Newton iterations.
+
+    Returns:
+      A :class:`GLMMResult`. Non-convergence and singular fits raise warnings and are
+      recorded in ``result.converged`` / ``result.singular``.
+
+    >>> import glmm_jax as gj
+    >>> res = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...              gj.datasets.load("cbpp"), family="binomial")
+    >>> round(res.loglik, 3)
+    -92.026
+    """
+    fam = get_family(family, link)
+    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)) or nagq < 1:
+        raise GLMMInputError(f"nagq must be a positive integer, not {nagq!r}")
+    spec = parse_formula(formula)
+    frame = build_frame(spec, data, fam)
+    grouping = frame.groups[0]
+    q = grouping.Z.shape[1]
+    if nagq**q > MAX_QUADRATURE_NODES:
+        raise GLMMInputError(
+            f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
+            f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
+        )
+    if len(grouping.levels) * q >= len(frame.y) and fam.has_dispersion:
+        raise GLMMInputError(
+            f"{len(grouping.levels) * q} random effects for {len(frame.y)} observations: "
+            "the random effects and the residual variance are not identifiable"
+        )
+    s = Structure(fam, frame.X.shape[1], q, len(grouping.levels), int(nagq))
+    order = np.argsort(grouping.codes, kind="stable")
+    data_arrays = ClusterData(
+        X=jnp.asarray(frame.X[order]), Z=jnp.asarray(grouping.Z[order]),
+        y=jnp.asarray(frame.y[order]), trials=jnp.asarray(frame.trials[order]),
+        offset=jnp.asarray(frame.offset[order]), weights=jnp.ones(len(order)),
+        group=jnp.asarray(grouping.codes[order], dtype=jnp.int32),
+    )
+    theta0 = start_values(frame, fam, s)
+    out = newton_fit(jnp.asarray(theta0), jnp.zeros((s.n_groups, q)), data_arrays, s,
+                     max_iter=max_iter)
+    return _result(spec.formula, frame, fam, s, out)
+
+
+def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
+    """Least squares on the link-transformed response; L = 0.5 * scale / rms(Z column)."""
+    y, n = frame.y, frame.trials
+    if fam.name == "binomial":
+        z = fam.link_fn((y + 0.5) / (n + 1.0))
+    elif fam.link == "log":
+        z = np.log(y + 0.5) if fam.name != "gamma" else np.log(y)
+    else:
+        z = y
+    X = frame.X
+    beta = np.linalg.lstsq(X, z - frame.offset, rcond=None)[0] if X.shape[1] else np.zeros(0)
+    eta = X @ beta + frame.offset
+    scale = float(np.std(z - eta)) if fam.name == "gaussian" else 1.0
+    rms = np.sqrt(np.mean(frame.groups[0].Z ** 2, axis=0))
+    L = np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0))
+    mu = np.asarray(fam.inverse_link(eta)) * (n if fam.name == "binomial" else 1.0)
+    return pack(beta, L, fam.start_dispersion(y, mu), s)
+
+
+def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out) -> GLMMResult:
+    theta = np.asarray(out.theta)
+    beta, L, log_phi = (np.asarray(a) for a in unpack(out.theta, s))
+    # flip columns of L so its diagonal is non-negative (the likelihood is unchanged)
+    signs = np.where(np.diag(L) < 0, -1.0, 1.0)
+    L = L * signs
+    u = np.asarray(out.u) * signs
+    H = np.asarray(out.hess)
+    messages = []
+    converged = bool(out.converged) and np.all(np.isfinite(theta))
+    try:
+        cov_theta = np.linalg.inv(H)
+        if np.any(np.diag(cov_theta) < 0):
+            raise np.linalg.LinAlgError
+    except np.linalg.LinAlgError:
+        cov_theta = np.full_like(H, np.nan)
+        messages.append("Hessian of -logLik is not positive definite: standard errors are NaN")
+    if not converged:
+        why = "line search failed" if bool(out.line_search_failed) else \
+            f"no convergence in {int(out.n_iter)} iterations"
+        messages.append(f"optimizer did not converge ({why}); |gradient| = "
+                        f"{np.max(np.abs(np.asarray(out.grad))):.2e}")
+        warnings.warn(f"{formula}: {messages[-1]}", ConvergenceWarning, stacklevel=3)
+    scale = float(np.exp(log_phi)) if fam.name == "gaussian" else 1.0
+    singular = bool(np.any(np.abs(np.diag(L)) < SINGULAR_TOL * scale))
+    if singular:
+        messages.append("boundary (singular) fit: see result.varcorr")
+        warnings.warn(f"{formula}: boundary (singular) fit: a random-effect variance is "
+                      "estimated as ~0 or a correlation as ~±1", SingularFitWarning, stacklevel=3)
+    inv_negH = np.linalg.inv(np.asarray(out.cond_negH))  # in the unflipped u coordinates
+    L0 = L * signs
+    b_cov = np.einsum("ab,jbc,dc->jad", L0, inv_negH, L0)
+    g = frame.groups[0]
+    return GLMMResult(
+        formula=formula, family=fam, nagq=s.nagq, nobs=len(frame.y), x_names=frame.x_names,
+        z_names=g.z_names, group_name=g.name, levels=g.levels, beta=beta, L=L,
+        dispersion=float(np.exp(log_phi)) if fam.has_dispersion else None,
+        theta=theta, cov_theta=cov_theta, loglik=-float(out.f), b=u @ L.T, b_cov=b_cov,
+        converged=converged, n_iter=int(out.n_iter), singular=singular,
+        messages=tuple(messages), n_dropped=frame.n_dropped, aliased=frame.aliased,
+    )

@@ -1,0 +1,261 @@
+"""From a parsed formula and a DataFrame to validated float64 arrays.
+
+Everything that can be wrong with the data is caught here and reported as a
+GLMMInputError naming the column or term. The caller's DataFrame is never modified.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from dataclasses import dataclass
+
+import formulaic
+import numpy as np
+import pandas as pd
+
+from .errors import DataWarning, GLMMInputError
+from .families import Binomial, Family
+from .formula import ModelSpec, RandomTerm
+
+
+@dataclass(frozen=True)
+class GroupingFactor:
+    """A random term's grouping factor and design."""
+
+    name: str  # e.g. "herd" or "a:b"
+    term: RandomTerm
+    codes: np.ndarray  # [n] int level index per row
+    levels: pd.Index
+    Z: np.ndarray  # [n, q]
+    z_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """Validated model arrays, one row per used observation (input row order)."""
+
+    X: np.ndarray
+    x_names: tuple[str, ...]
+    y: np.ndarray
+    trials: np.ndarray
+    offset: np.ndarray
+    groups: tuple[GroupingFactor, ...]
+    response_name: str
+    row_index: pd.Index  # labels of the rows used, in the caller's DataFrame
+    n_dropped: int
+    aliased: tuple[str, ...]
+
+
+_NOT_COLUMNS = {"np", "numpy", "math", "I", "C", "log", "exp", "sqrt", "abs", "True", "False",
+                "None", "center", "scale", "poly", "bs", "Q", "T", "contr", "Treatment"}
+
+
+def _expr_names(expr: str) -> set[str]:
+    """Names a Python expression refers to (for response and offset expressions)."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise GLMMInputError(f"cannot read the expression {expr!r}: {e.msg}") from None
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree)
+            if isinstance(n, ast.Name) and id(n) not in called and n.id not in _NOT_COLUMNS}
+
+
+def _formula_names(rhs: str) -> set[str]:
+    try:
+        return set(formulaic.Formula(rhs).required_variables) - _NOT_COLUMNS
+    except Exception as e:  # formulaic's syntax errors
+        raise GLMMInputError(f"cannot read the formula terms {rhs!r}: {e}") from None
+
+
+def _group_columns(group: str) -> list[str]:
+    if "/" in group:
+        raise GLMMInputError(
+            f"nested grouping '{group}' needs several random terms, which this version does "
+            "not fit yet; use one grouping factor such as (1 | a:b)"
+        )
+    return group.split(":")
+
+
+def _check_columns(names: set[str], data: pd.DataFrame, where: str) -> None:
+    missing = sorted(n for n in names if n not in data.columns)
+    if missing:
+        cols = ", ".join(map(str, data.columns[:20]))
+        raise GLMMInputError(
+            f"column {missing[0]!r} used in {where} is not in the data "
+            f"(missing: {', '.join(missing)}; available: {cols})"
+        )
+
+
+def _evaluate(expr: str, df: pd.DataFrame, what: str) -> pd.Series:
+    if expr in df.columns:
+        return df[expr]
+    try:
+        out = df.eval(expr, engine="python")
+    except Exception as e:
+        raise GLMMInputError(f"cannot evaluate {what} {expr!r}: {e}") from None
+    if np.ndim(out) == 0:
+        out = pd.Series(np.full(len(df), out), index=df.index)
+    return pd.Series(out, index=df.index)
+
+
+def _numeric(values: pd.Series, what: str) -> np.ndarray:
+    if isinstance(values.dtype, pd.CategoricalDtype) or not (
+        pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+    ):
+        raise GLMMInputError(f"{what} must be numeric, but has dtype {values.dtype}")
+    arr = values.to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise GLMMInputError(
+            f"{what} has {bad.size} infinite values (first at row label {values.index[bad[0]]!r})"
+        )
+    return arr
+
+
+def _response(spec: ModelSpec, df: pd.DataFrame, family: Family):
+    if len(spec.response) == 2:
+        if not isinstance(family, Binomial):
+            raise GLMMInputError("cbind(successes, failures) is a binomial response; "
+                                 f"family is {family.name!r}")
+        s = _numeric(_evaluate(spec.response[0], df, "response"), f"successes {spec.response[0]!r}")
+        f = _numeric(_evaluate(spec.response[1], df, "response"), f"failures {spec.response[1]!r}")
+        if np.any(f < 0):
+            i = int(np.flatnonzero(f < 0)[0])
+            raise GLMMInputError(
+                f"binomial response: successes exceed trials in {int(np.sum(f < 0))} rows "
+                f"(first at row label {df.index[i]!r}: failures {spec.response[1]!r} = {f[i]:g})"
+            )
+        return s, s + f, spec.response[0]
+    expr = spec.response[0]
+    v = _evaluate(expr, df, "response")
+    ones = np.ones(len(df))
+    if isinstance(family, Binomial) and not pd.api.types.is_numeric_dtype(v):
+        levels = (list(v.cat.categories[v.cat.categories.isin(v.unique())])
+                  if isinstance(v.dtype, pd.CategoricalDtype) else sorted(v.unique()))
+        if len(levels) != 2:
+            raise GLMMInputError(
+                f"binomial response {expr!r} must be 0/1, logical, or have exactly two levels; "
+                f"it has {len(levels)} ({', '.join(map(str, levels[:5]))})"
+            )
+        return (v == levels[1]).to_numpy(dtype=float), ones, f"{expr}=={levels[1]}"
+    return _numeric(v, f"response {expr!r}"), ones, expr
+
+
+def _clean_name(name: str) -> str:
+    name = "(Intercept)" if name == "Intercept" else name
+    return re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
+
+
+def _model_matrix(rhs: str, df: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    try:
+        mm = formulaic.model_matrix(rhs, df, na_action="raise")
+    except Exception as e:
+        msg = str(e).replace("\x1b[1;31m", "").replace("\x1b[0m", "")
+        raise GLMMInputError(f"cannot build the {what} from {rhs!r}: {msg}") from None
+    arr = np.asarray(mm, dtype=float)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        col = mm.columns[np.flatnonzero(bad.any(axis=0))[0]]
+        raise GLMMInputError(f"{what} column {_clean_name(col)!r} has infinite or missing values")
+    return arr, tuple(_clean_name(c) for c in mm.columns)
+
+
+def _drop_aliased(X: np.ndarray, names: tuple[str, ...]):
+    """Drop columns that are linear combinations of earlier ones (as lme4 does)."""
+    if X.shape[1] == 0:
+        return X, names, ()
+    scale = np.linalg.norm(X, axis=0)
+    scale[scale == 0] = 1.0
+    r = np.abs(np.diag(np.linalg.qr(X / scale, mode="r")))
+    keep = r > 1e-7 * max(r.max(), 1.0)
+    aliased = tuple(n for n, k in zip(names, keep) if not k)
+    return X[:, keep], tuple(n for n, k in zip(names, keep) if k), aliased
+
+
+def _grouping(term: RandomTerm, df: pd.DataFrame) -> GroupingFactor:
+    cols = _group_columns(term.group)
+    for c in cols:
+        v = df[c]
+        if pd.api.types.is_float_dtype(v) and np.any(v != np.round(v)):
+            raise GLMMInputError(
+                f"grouping variable {c!r} in {term} looks continuous (non-integer values such as "
+                f"{v[v != np.round(v)].iloc[0]!r}); a grouping factor must be categorical: "
+                f"convert it, e.g. data[{c!r}].astype('category')"
+            )
+    if len(cols) == 1:
+        cat = pd.Categorical(df[cols[0]]).remove_unused_categories()
+    else:
+        label = df[cols[0]].astype(str)
+        for c in cols[1:]:
+            label = label + ":" + df[c].astype(str)
+        cat = pd.Categorical(label)
+    codes = np.asarray(cat.codes, dtype=np.int64)
+    levels = pd.Index(cat.categories, name=term.group)
+    if len(levels) < 2:
+        raise GLMMInputError(
+            f"grouping factor {term.group!r} in {term} has {len(levels)} level; "
+            "a random effect needs at least 2"
+        )
+    Z, z_names = _model_matrix(term.expr, df, f"random-effects design of {term}")
+    if Z.shape[1] == 0:
+        raise GLMMInputError(f"random term {term} has no columns")
+    return GroupingFactor(term.group, term, codes, levels, Z, z_names)
+
+
+def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFrame:
+    """Validate ``data`` against ``spec`` and build the model arrays."""
+    if isinstance(data, dict):
+        data = pd.DataFrame(data)
+    if not isinstance(data, pd.DataFrame):
+        raise GLMMInputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if not spec.random:
+        raise GLMMInputError("the formula has no random term such as (1 | group); "
+                             "for a model without random effects use a GLM")
+    if len(spec.random) > 1:
+        raise GLMMInputError(
+            f"this version fits one random term; the formula has {len(spec.random)}: "
+            + ", ".join(map(str, spec.random))
+        )
+    needed: dict[str, set[str]] = {
+        "the response": set().union(*(_expr_names(e) for e in spec.response)),
+        "the fixed effects": _formula_names(spec.fixed),
+    }
+    for o in spec.offsets:
+        needed[f"offset({o})"] = _expr_names(o)
+    for t in spec.random:
+        needed[str(t)] = _formula_names(t.expr) | set(_group_columns(t.group))
+    for where, names in needed.items():
+        _check_columns(names, data, where)
+    cols = list(dict.fromkeys(c for names in needed.values() for c in sorted(names)))
+    df = data.loc[:, cols].copy()
+
+    missing = df.isna().any(axis=1).to_numpy()
+    n_dropped = int(missing.sum())
+    if n_dropped:
+        which = [c for c in cols if df[c].isna().any()]
+        warnings.warn(
+            f"dropped {n_dropped} of {len(df)} rows with missing values "
+            f"(in columns {', '.join(which)})", DataWarning, stacklevel=3,
+        )
+        df = df.loc[~missing]
+    if len(df) == 0:
+        raise GLMMInputError("no rows left after dropping rows with missing values")
+
+    y, trials, response_name = _response(spec, df, family)
+    family.validate(y, trials, response_name)
+    X, x_names = _model_matrix(spec.fixed, df, "fixed-effects design")
+    X, x_names, aliased = _drop_aliased(X, x_names)
+    if aliased:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient: dropping {len(aliased)} aliased "
+            f"column(s): {', '.join(aliased)}", DataWarning, stacklevel=3,
+        )
+    offset = np.zeros(len(df))
+    for o in spec.offsets:
+        offset += _numeric(_evaluate(o, df, "offset"), f"offset({o})")
+    groups = tuple(_grouping(t, df) for t in spec.random)
+    return ModelFrame(X, x_names, y, trials, offset, groups, response_name, df.index,
+                      n_dropped, aliased)
