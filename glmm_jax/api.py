@@ -78,6 +78,7 @@ def fit(
         y=jnp.asarray(frame.y[order]), trials=jnp.asarray(frame.trials[order]),
         offset=jnp.asarray(frame.offset[order]), weights=jnp.ones(len(order)),
         group=jnp.asarray(grouping.codes[order], dtype=jnp.int32),
+        log_const=jnp.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
     )
     theta0 = start_values(frame, fam, s)
     out = newton_fit(jnp.asarray(theta0), jnp.zeros((s.n_groups, q)), data_arrays, s,

@@ -1,9 +1,11 @@
 """Response families and link functions.
 
 A family is a small frozen dataclass: hashable (so it can be a static argument of
-``jax.jit``) and pure. ``logpdf(y, eta, trials, log_phi)`` is the conditional log
-density of one observation given its linear predictor, with every normalizing
-constant, so that log-likelihoods are comparable with lme4/glmmTMB.
+``jax.jit``) and pure. The conditional log density of one observation given its linear
+predictor is ``logpdf(y, eta, trials, log_phi) + log_const(y, trials)``: the first part is
+evaluated in every iteration, the second (normalizing constants that depend on the data
+only, e.g. log binomial coefficients) once per fit, so log-likelihoods carry every
+constant and are comparable with lme4/glmmTMB.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import ClassVar
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, log_ndtr, ndtr
+from scipy import special
 
 from .errors import GLMMInputError
 
@@ -76,7 +79,12 @@ class Family:
         return _link(self.link, mu)
 
     def logpdf(self, y, eta, trials, log_phi):  # pragma: no cover - abstract
+        """Log density less ``log_const`` (JAX, elementwise)."""
         raise NotImplementedError
+
+    def log_const(self, y: np.ndarray, trials: np.ndarray) -> np.ndarray:
+        """Data-only part of the log density (NumPy, elementwise)."""
+        return np.zeros_like(np.asarray(y, dtype=float))
 
     def validate(self, y: np.ndarray, trials: np.ndarray, label: str) -> None:
         """Raise GLMMInputError if the response is impossible for this family."""
@@ -109,14 +117,18 @@ class Binomial(Family):
     def logpdf(self, y, eta, trials, log_phi):
         if self.link == "logit":
             # y*eta - n*log(1+exp(eta)), stable for large |eta|
-            ll = y * eta - trials * jnp.logaddexp(0.0, eta)
-        elif self.link == "probit":
-            ll = y * log_ndtr(eta) + (trials - y) * log_ndtr(-eta)
-        else:  # cloglog: p = 1 - exp(-exp(eta))
-            e = jnp.exp(eta)
-            log_p = jnp.log(-jnp.expm1(-e))
-            ll = jnp.where(y > 0, y * log_p, 0.0) - (trials - y) * e
-        return ll + gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
+            softplus = jnp.maximum(eta, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(eta)))
+            return y * eta - trials * softplus
+        if self.link == "probit":
+            return y * log_ndtr(eta) + (trials - y) * log_ndtr(-eta)
+        # cloglog: p = 1 - exp(-exp(eta))
+        e = jnp.exp(eta)
+        log_p = jnp.log(-jnp.expm1(-e))
+        return jnp.where(y > 0, y * log_p, 0.0) - (trials - y) * e
+
+    def log_const(self, y, trials):
+        return special.gammaln(trials + 1.0) - special.gammaln(y + 1.0) - \
+            special.gammaln(trials - y + 1.0)
 
     def validate(self, y, trials, label):
         bad = np.flatnonzero((y < 0) | (y > trials) | (np.abs(y - np.round(y)) > 1e-8))
@@ -138,7 +150,10 @@ class Poisson(Family):
     links: ClassVar[tuple[str, ...]] = ("log",)
 
     def logpdf(self, y, eta, trials, log_phi):
-        return y * eta - jnp.exp(eta) - gammaln(y + 1.0)
+        return y * eta - jnp.exp(eta)
+
+    def log_const(self, y, trials):
+        return -special.gammaln(y + 1.0)
 
     def validate(self, y, trials, label):
         _check_integer(y, label, "Poisson")
@@ -155,7 +170,10 @@ class Gaussian(Family):
 
     def logpdf(self, y, eta, trials, log_phi):
         r = (y - eta) * jnp.exp(-log_phi)
-        return -0.5 * r * r - log_phi - 0.5 * jnp.log(2.0 * jnp.pi)
+        return -0.5 * r * r - log_phi
+
+    def log_const(self, y, trials):
+        return np.full(np.shape(y), -0.5 * np.log(2.0 * np.pi))
 
     def start_dispersion(self, y, mu):
         return float(np.log(max(np.std(y - mu), 1e-8)))
@@ -172,7 +190,10 @@ class Gamma(Family):
 
     def logpdf(self, y, eta, trials, log_phi):
         nu = jnp.exp(log_phi)
-        return nu * (log_phi - eta) + (nu - 1.0) * jnp.log(y) - nu * y * jnp.exp(-eta) - gammaln(nu)
+        return nu * (log_phi - eta + jnp.log(y)) - nu * y * jnp.exp(-eta) - gammaln(nu)
+
+    def log_const(self, y, trials):
+        return -np.log(y)
 
     def validate(self, y, trials, label):
         bad = np.flatnonzero(y <= 0)
@@ -199,10 +220,10 @@ class NegativeBinomial(Family):
     def logpdf(self, y, eta, trials, log_phi):
         th = jnp.exp(log_phi)
         log_th_mu = jnp.logaddexp(log_phi, eta)  # log(theta + mu)
-        return (
-            gammaln(y + th) - gammaln(th) - gammaln(y + 1.0)
-            + th * (log_phi - log_th_mu) + y * (eta - log_th_mu)
-        )
+        return gammaln(y + th) - gammaln(th) + th * (log_phi - log_th_mu) + y * (eta - log_th_mu)
+
+    def log_const(self, y, trials):
+        return -special.gammaln(y + 1.0)
 
     def validate(self, y, trials, label):
         _check_integer(y, label, "negative binomial")

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import smallmat
 from .families import Family
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -36,6 +37,7 @@ class ClusterData(NamedTuple):
     offset: jax.Array  # [n]
     weights: jax.Array  # [n] prior weights; 0 marks a padding row
     group: jax.Array  # [n] int32 cluster index, non-decreasing
+    log_const: jax.Array  # [] sum of the data-only log-density constants (Family.log_const)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def grad_negHess(u, eta0, L, log_phi, data: ClusterData, s: Structure):
 
 
 def _newton_step(g, negH):
-    return jnp.linalg.solve(negH, g[..., None])[..., 0]
+    return smallmat.chol_solve(negH, g)
 
 
 def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
@@ -143,7 +145,8 @@ def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
 
 
 def marginal_loglik(beta, L, log_phi, u_hat, data: ClusterData, s: Structure):
-    """Laplace (nagq=1) or AGHQ log marginal likelihood of each cluster, [J].
+    """Laplace (nagq=1) or AGHQ log marginal likelihood of each cluster, [J], less the
+    data-only constants (``data.log_const``).
 
     ``u_hat`` are converged modes; they are treated as constants and refined by two
     differentiable Newton steps, which makes first and second derivatives in
@@ -156,18 +159,18 @@ def marginal_loglik(beta, L, log_phi, u_hat, data: ClusterData, s: Structure):
         _, g, negH = grad_negHess(u, eta0, L, log_phi, data, s)
         u = u + _newton_step(g, negH)
     h, _, negH = grad_negHess(u, eta0, L, log_phi, data, s)
-    C = jnp.linalg.cholesky(negH)  # negH = C C^T;  R = C^{-T}
-    log_det_R = -jnp.sum(jnp.log(jnp.diagonal(C, axis1=-2, axis2=-1)), axis=-1)
+    C = smallmat.cholesky(negH)  # negH = C C^T;  R = C^{-T} maps N(0, I) nodes to u
+    log_det_R = -0.5 * smallmat.log_det(C)
     if s.nagq == 1:
         return h + log_det_R + 0.5 * s.q * LOG_2PI
     t, logw = gh_rule(s.nagq, s.q)
-    # R t_k for each cluster: solve C^T x = t_k
-    CT = jnp.swapaxes(C, -1, -2)
-    Rt = jax.vmap(
-        lambda tk: jax.scipy.linalg.solve_triangular(
-            CT, jnp.broadcast_to(tk, u.shape)[..., None], lower=False
-        )[..., 0]
-    )(jnp.asarray(t))  # [K, J, q]
+    Rt = jax.vmap(lambda tk: smallmat.solve_upper_t(C, jnp.broadcast_to(tk, u.shape)))(
+        jnp.asarray(t))  # [K, J, q]
     hk = jax.vmap(lambda d: cluster_logh(u + d, eta0, L, log_phi, data, s))(Rt)  # [K, J]
     terms = jnp.asarray(logw + 0.5 * np.sum(t * t, axis=1))[:, None] + hk
     return jax.scipy.special.logsumexp(terms, axis=0) + log_det_R + 0.5 * s.q * LOG_2PI
+
+
+def total_loglik(beta, L, log_phi, u_hat, data: ClusterData, s: Structure):
+    """Log marginal likelihood with all constants."""
+    return jnp.sum(marginal_loglik(beta, L, log_phi, u_hat, data, s)) + data.log_const

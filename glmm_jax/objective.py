@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .laplace import ClusterData, Structure, marginal_loglik, solve_modes
+from .laplace import ClusterData, Structure, solve_modes, total_loglik
 
 
 def unpack(theta, s: Structure):
@@ -40,4 +40,4 @@ def modes(theta, u0, data: ClusterData, s: Structure):
 def negloglik(theta, u_hat, data: ClusterData, s: Structure):
     """-log L(theta) by Laplace/AGHQ, given converged modes u_hat (exact derivatives)."""
     beta, L, log_phi = unpack(theta, s)
-    return -jnp.sum(marginal_loglik(beta, L, log_phi, u_hat, data, s))
+    return -total_loglik(beta, L, log_phi, u_hat, data, s)

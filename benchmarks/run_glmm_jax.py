@@ -1,0 +1,106 @@
+"""Time glmm_jax on one benchmark case, in a fresh process.
+
+Usage: ``python benchmarks/run_glmm_jax.py CASE [--nagq 1]``
+
+Simulates the case's registry, then times a first ``glmm_jax.fit`` (cold:
+tracing and XLA compilation included) and a second identical fit (warm). Prints
+one line ``RESULT_JSON: {...}`` with the timings, memory, log-likelihood, fixed
+effects and convergence flag; a failed import or fit is reported in ``error``
+rather than raised, so the harness can carry on with the peers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+from cases import CASES, REPO_ROOT, simulate
+
+MARKER = "RESULT_JSON: "
+
+
+def current_rss_mb() -> float | None:
+    """Resident set size of this process now, in MB (None if unknown)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError):
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().rss / 1e6
+        except ImportError:
+            return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def jax_info() -> dict:
+    """JAX version and default device, or the import error."""
+    try:
+        import jax
+
+        dev = jax.devices()[0]
+        return {"jax_version": jax.__version__, "device": f"{dev.platform}:{dev.device_kind}",
+                "n_devices": jax.device_count()}
+    except Exception as exc:  # noqa: BLE001
+        return {"jax_version": None, "device": None, "jax_error": repr(exc)}
+
+
+def fit_summary(res) -> dict:
+    """The comparable parts of a glmm_jax fit result."""
+    out = {"loglik": float(res.loglik),
+           "fixef": {str(k): float(v) for k, v in res.fixef.items()},
+           "converged": bool(res.converged)}
+    varcorr = getattr(res, "varcorr", None)
+    if varcorr is not None:
+        out["varcorr"] = json.loads(varcorr.to_json(orient="records"))
+    return out
+
+
+def run(case_name: str, nagq: int) -> dict:
+    """Simulate the data and time a cold and a warm fit."""
+    case = CASES[case_name]
+    out: dict = {"case": case_name, "formula": case.formula, "family": case.family, "nagq": nagq}
+    df = simulate(case)
+    out["data_bytes"] = case.n_rows * case.n_used_columns * 8
+    try:
+        sys.path.insert(1, str(REPO_ROOT))
+        import glmm_jax
+
+        out.update(jax_info())
+        out["rss_before_fit_mb"] = current_rss_mb()
+        t0 = time.perf_counter()
+        glmm_jax.fit(case.formula, df, family=case.family, nagq=nagq)
+        out["cold_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = glmm_jax.fit(case.formula, df, family=case.family, nagq=nagq)
+        out["warm_s"] = time.perf_counter() - t0
+        out.update(fit_summary(res))
+    except Exception as exc:  # noqa: BLE001 - report, never crash the harness
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        out["traceback"] = traceback.format_exc(limit=5)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("--nagq", type=int, default=1)
+    args = parser.parse_args(argv)
+    print(MARKER + json.dumps(run(args.case, args.nagq)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
