@@ -4,6 +4,7 @@ quadrature, with exact autodiff derivatives, in JAX (float64).
 The public API:
 
 - :func:`fit` — fit a model from an lme4-style formula and a DataFrame.
+- :func:`build_model` — the validated model and its pure objective, without fitting.
 - :class:`GLMMResult` — the immutable fitted result.
 - :mod:`families` — ``Binomial``, ``Poisson``, ``Gaussian``, ``Gamma``, ``NegativeBinomial``.
 - :mod:`datasets` — shipped example data and a registry simulator.
@@ -16,7 +17,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from . import datasets, families  # noqa: E402
-from .api import fit  # noqa: E402
+from .api import Model, build_model, fit  # noqa: E402
 from .errors import (  # noqa: E402
     ConvergenceWarning,
     DataWarning,
@@ -28,6 +29,6 @@ from .results import GLMMResult  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "fit", "GLMMResult", "families", "datasets", "GLMMInputError", "GLMMWarning",
+    "fit", "build_model", "Model", "GLMMResult", "families", "datasets", "GLMMInputError", "GLMMWarning",
     "ConvergenceWarning", "SingularFitWarning", "DataWarning",
 ]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from functools import partial
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -13,12 +16,91 @@ from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
 from .families import Family, get_family
 from .formula import parse_formula
 from .laplace import ClusterData, Structure
-from .objective import pack, unpack
-from .optimize import newton_fit
+from .objective import modes, pack, unpack
+from .optimize import newton_fit, value_grad_hess
 from .results import GLMMResult
 
 MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
 SINGULAR_TOL = 1e-4  # relative size of a Cholesky diagonal below which a fit is singular
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model ready to fit: validated arrays, static structure, and its pure objective.
+
+    ``loglik(theta)`` and ``value_grad_hess(theta)`` evaluate the (Laplace/AGHQ) marginal
+    log-likelihood of the parameter vector ``theta`` (see ``theta_names``); they are what
+    ``fit`` maximizes and are exposed for inference and tests.
+    """
+
+    formula: str
+    frame: ModelFrame
+    structure: Structure
+    data: ClusterData
+
+    @property
+    def theta_names(self) -> list[str]:
+        s, z = self.structure, self.frame.groups[0].z_names
+        names = list(self.frame.x_names)
+        names += [f"L[{z[i]},{z[j]}]" for i, j in zip(*np.tril_indices(s.q))]
+        if s.family.has_dispersion:
+            names.append(f"log({s.family.dispersion_name})")
+        return names
+
+    def start(self) -> np.ndarray:
+        return start_values(self.frame, self.structure.family, self.structure)
+
+    def loglik(self, theta) -> float:
+        """Log marginal likelihood at ``theta`` (conditional modes solved from zero)."""
+        return -float(self.value_grad_hess(theta)[0])
+
+    def value_grad_hess(self, theta):
+        """-loglik, its gradient and its exact Hessian at ``theta`` (NumPy arrays)."""
+        f, g, H = _vgh(jnp.asarray(theta, dtype=float), self.data, self.structure)
+        return float(f), np.asarray(g), np.asarray(H)
+
+
+@partial(jax.jit, static_argnames="s")
+def _vgh(theta, data, s):
+    u, _ = modes(theta, jnp.zeros((s.n_groups, s.q)), data, s)
+    return value_grad_hess(theta, u, data, s)
+
+
+def build_model(
+    formula: str,
+    data: pd.DataFrame,
+    family: str | Family = "binomial",
+    link: str | None = None,
+    nagq: int = 1,
+) -> Model:
+    """Parse, validate and lay out a model without fitting it (arguments as in :func:`fit`)."""
+    fam = get_family(family, link)
+    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)) or nagq < 1:
+        raise GLMMInputError(f"nagq must be a positive integer, not {nagq!r}")
+    spec = parse_formula(formula)
+    frame = build_frame(spec, data, fam)
+    grouping = frame.groups[0]
+    q = grouping.Z.shape[1]
+    if nagq**q > MAX_QUADRATURE_NODES:
+        raise GLMMInputError(
+            f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
+            f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
+        )
+    if len(grouping.levels) * q >= len(frame.y) and fam.has_dispersion:
+        raise GLMMInputError(
+            f"{len(grouping.levels) * q} random effects for {len(frame.y)} observations: "
+            "the random effects and the residual variance are not identifiable"
+        )
+    s = Structure(fam, frame.X.shape[1], q, len(grouping.levels), int(nagq))
+    order = np.argsort(grouping.codes, kind="stable")
+    arrays = ClusterData(
+        X=jnp.asarray(frame.X[order]), Z=jnp.asarray(grouping.Z[order]),
+        y=jnp.asarray(frame.y[order]), trials=jnp.asarray(frame.trials[order]),
+        offset=jnp.asarray(frame.offset[order]), weights=jnp.ones(len(order)),
+        group=jnp.asarray(grouping.codes[order], dtype=jnp.int32),
+        log_const=jnp.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
+    )
+    return Model(spec.formula, frame, s, arrays)
 
 
 def fit(
@@ -54,36 +136,11 @@ def fit(
     >>> round(res.loglik, 3)
     -92.026
     """
-    fam = get_family(family, link)
-    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)) or nagq < 1:
-        raise GLMMInputError(f"nagq must be a positive integer, not {nagq!r}")
-    spec = parse_formula(formula)
-    frame = build_frame(spec, data, fam)
-    grouping = frame.groups[0]
-    q = grouping.Z.shape[1]
-    if nagq**q > MAX_QUADRATURE_NODES:
-        raise GLMMInputError(
-            f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
-            f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
-        )
-    if len(grouping.levels) * q >= len(frame.y) and fam.has_dispersion:
-        raise GLMMInputError(
-            f"{len(grouping.levels) * q} random effects for {len(frame.y)} observations: "
-            "the random effects and the residual variance are not identifiable"
-        )
-    s = Structure(fam, frame.X.shape[1], q, len(grouping.levels), int(nagq))
-    order = np.argsort(grouping.codes, kind="stable")
-    data_arrays = ClusterData(
-        X=jnp.asarray(frame.X[order]), Z=jnp.asarray(grouping.Z[order]),
-        y=jnp.asarray(frame.y[order]), trials=jnp.asarray(frame.trials[order]),
-        offset=jnp.asarray(frame.offset[order]), weights=jnp.ones(len(order)),
-        group=jnp.asarray(grouping.codes[order], dtype=jnp.int32),
-        log_const=jnp.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
-    )
-    theta0 = start_values(frame, fam, s)
-    out = newton_fit(jnp.asarray(theta0), jnp.zeros((s.n_groups, q)), data_arrays, s,
+    model = build_model(formula, data, family, link, nagq)
+    s = model.structure
+    out = newton_fit(jnp.asarray(model.start()), jnp.zeros((s.n_groups, s.q)), model.data, s,
                      max_iter=max_iter)
-    return _result(spec.formula, frame, fam, s, out)
+    return _result(model.formula, model.frame, s.family, s, out)
 
 
 def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
