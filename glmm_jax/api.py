@@ -15,9 +15,9 @@ from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
 from .families import Family, get_family
 from .formula import parse_formula
-from .laplace import ClusterData, Structure
+from .laplace import ClusterData, Structure, make_layout, pack_rows
 from .objective import modes, pack, unpack
-from .optimize import newton_fit, value_grad_hess
+from .optimize import COMPILER_OPTIONS, lbfgs_fit, newton_fit, value_grad_hess
 from .results import GLMMResult
 
 MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
@@ -60,7 +60,7 @@ class Model:
         return float(f), np.asarray(g), np.asarray(H)
 
 
-@partial(jax.jit, static_argnames="s")
+@partial(jax.jit, static_argnames="s", compiler_options=COMPILER_OPTIONS)
 def _vgh(theta, data, s):
     u, _ = modes(theta, jnp.zeros((s.n_groups, s.q)), data, s)
     return value_grad_hess(theta, u, data, s)
@@ -92,12 +92,14 @@ def build_model(
             "the random effects and the residual variance are not identifiable"
         )
     s = Structure(fam, frame.X.shape[1], q, len(grouping.levels), int(nagq))
-    order = np.argsort(grouping.codes, kind="stable")
+    layout = make_layout(grouping.codes, len(grouping.levels))
     arrays = ClusterData(
-        X=jnp.asarray(frame.X[order]), Z=jnp.asarray(grouping.Z[order]),
-        y=jnp.asarray(frame.y[order]), trials=jnp.asarray(frame.trials[order]),
-        offset=jnp.asarray(frame.offset[order]), weights=jnp.ones(len(order)),
-        group=jnp.asarray(grouping.codes[order], dtype=jnp.int32),
+        X=jnp.asarray(pack_rows(frame.X, layout)), Z=jnp.asarray(pack_rows(grouping.Z, layout)),
+        y=jnp.asarray(pack_rows(frame.y, layout, fill=1.0)),
+        trials=jnp.asarray(pack_rows(frame.trials, layout, fill=1.0)),
+        offset=jnp.asarray(pack_rows(frame.offset, layout)),
+        weights=jnp.asarray(pack_rows(np.ones(len(frame.y)), layout)),
+        group=jnp.asarray(layout.chunk_group, dtype=jnp.int32),
         log_const=jnp.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
     )
     return Model(spec.formula, frame, s, arrays)
@@ -124,7 +126,9 @@ def fit(
       nagq: 1 for the Laplace approximation, > 1 for adaptive Gauss-Hermite quadrature
         with ``nagq`` nodes per random-effect dimension (``nagq**q`` per cluster, at most
         ``MAX_QUADRATURE_NODES``).
-      max_iter: maximum outer Newton iterations.
+      max_iter: maximum outer Newton iterations. If Newton has not converged by then, an
+        L-BFGS fallback (optax, at most ``5 * max_iter`` iterations) continues from where it
+        stopped and Newton is run once more from its result.
 
     Returns:
       A :class:`GLMMResult`. Non-convergence and singular fits raise warnings and are
@@ -140,7 +144,14 @@ def fit(
     s = model.structure
     out = newton_fit(jnp.asarray(model.start()), jnp.zeros((s.n_groups, s.q)), model.data, s,
                      max_iter=max_iter)
-    return _result(model.formula, model.frame, s.family, s, out)
+    notes = ()
+    if not bool(out.converged):
+        # fall back on L-BFGS from where Newton stopped, then let Newton finish
+        theta, n_lbfgs = lbfgs_fit(out.theta, out.u, model.data, s, max_iter=5 * max_iter)
+        out = newton_fit(theta, out.u, model.data, s, max_iter=max_iter)
+        notes = (f"Newton stopped early; continued with L-BFGS ({int(n_lbfgs)} iterations) "
+                 "and Newton again",)
+    return _result(model.formula, model.frame, s.family, s, out, notes)
 
 
 def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
@@ -162,7 +173,8 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     return pack(beta, L, fam.start_dispersion(y, mu), s)
 
 
-def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out) -> GLMMResult:
+def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out,
+            notes: tuple[str, ...] = ()) -> GLMMResult:
     theta = np.asarray(out.theta)
     beta, L, log_phi = (np.asarray(a) for a in unpack(out.theta, s))
     # flip columns of L so its diagonal is non-negative (the likelihood is unchanged)
@@ -170,7 +182,7 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out) -> 
     L = L * signs
     u = np.asarray(out.u) * signs
     H = np.asarray(out.hess)
-    messages = []
+    messages = list(notes)
     converged = bool(out.converged) and np.all(np.isfinite(theta))
     try:
         cov_theta = np.linalg.inv(H)

@@ -6,10 +6,13 @@ variance can reach 0 smoothly. For cluster j the log-integrand is
     h_j(u) = sum_{i in j} w_i log p(y_i | eta_i) - |u|^2 / 2 - (q/2) log 2 pi,
     eta_i  = x_i beta + offset_i + z_i . (L u_j).
 
-Rows are summed into clusters with ``segment_sum`` (rows sorted by cluster), so clusters
-of very different sizes cost only their rows: nothing is padded to the largest cluster.
-The per-row derivatives of log p in eta come from autodiff; gradients and Hessians in u
-follow from the chain rule through the linear predictor.
+Layout: rows sorted by cluster are packed into chunks of C rows, each chunk holding rows
+of one cluster only (a cluster's last chunk is padded with zero-weight rows). Sums over a
+cluster are a dense sum within chunks followed by a ``segment_sum`` over chunks, so
+clusters of very different sizes cost only their own rows (rounded up to C), and the
+row-level work is dense and fuses well. The per-row derivatives of log p in eta come
+from autodiff; gradients and Hessians in u follow from the chain rule through the linear
+predictor.
 """
 
 from __future__ import annotations
@@ -28,16 +31,53 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 class ClusterData(NamedTuple):
-    """Arrays of one model with a single grouping factor; rows sorted by ``group``."""
+    """Arrays of one model with a single grouping factor, in M chunks of C rows."""
 
-    X: jax.Array  # [n, p] fixed-effects design
-    Z: jax.Array  # [n, q] random-effects design
-    y: jax.Array  # [n] response (successes for binomial)
-    trials: jax.Array  # [n] binomial trials (1 elsewhere)
-    offset: jax.Array  # [n]
-    weights: jax.Array  # [n] prior weights; 0 marks a padding row
-    group: jax.Array  # [n] int32 cluster index, non-decreasing
+    X: jax.Array  # [M, C, p] fixed-effects design
+    Z: jax.Array  # [M, C, q] random-effects design
+    y: jax.Array  # [M, C] response (successes for binomial)
+    trials: jax.Array  # [M, C] binomial trials (1 elsewhere)
+    offset: jax.Array  # [M, C]
+    weights: jax.Array  # [M, C] prior weights; 0 marks a padding row
+    group: jax.Array  # [M] int32 cluster of each chunk, non-decreasing
     log_const: jax.Array  # [] sum of the data-only log-density constants (Family.log_const)
+
+
+class Layout(NamedTuple):
+    """Where each input row goes: ``chunk[i], slot[i]`` for row i (in input order)."""
+
+    chunk: np.ndarray
+    slot: np.ndarray
+    chunk_group: np.ndarray
+    size: int  # rows per chunk, C
+
+
+def chunk_size(counts: np.ndarray) -> int:
+    """Rows per chunk: a power of two near half the median cluster size, at most 32."""
+    med = float(np.median(counts)) if len(counts) else 1.0
+    return int(min(32, 2 ** max(0, int(np.floor(np.log2(max(med / 2.0, 1.0)))))))
+
+
+def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None) -> Layout:
+    """Chunk layout for rows with cluster ``codes`` (any order)."""
+    counts = np.bincount(codes, minlength=n_groups)
+    C = chunk_size(counts) if size is None else size
+    chunks_per = -(-counts // C)  # ceil; an empty cluster gets no chunk
+    first_chunk = np.concatenate([[0], np.cumsum(chunks_per)[:-1]])
+    order = np.argsort(codes, kind="stable")
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(codes), dtype=np.int64)
+    rank[order] = np.arange(len(codes)) - start[codes[order]]
+    chunk = first_chunk[codes] + rank // C
+    return Layout(chunk, rank % C, np.repeat(np.arange(n_groups), chunks_per), C)
+
+
+def pack_rows(values: np.ndarray, layout: Layout, fill: float = 0.0) -> np.ndarray:
+    """Scatter per-row values [n, ...] into the chunk layout [M, C, ...]."""
+    M = len(layout.chunk_group)
+    out = np.full((M, layout.size) + values.shape[1:], fill, dtype=float)
+    out[layout.chunk, layout.slot] = values
+    return out
 
 
 @dataclass(frozen=True)
@@ -86,27 +126,36 @@ def _row_derivs(eta, data: ClusterData, log_phi, family: Family):
 
 
 def _eta(u, eta0, L, data: ClusterData):
-    b = u @ L.T  # [J, q]
-    return eta0 + jnp.sum(data.Z * b[data.group], axis=1)
+    b = (u @ L.T)[data.group]  # [M, q]
+    # row-level products are written as broadcasts + sums (they fuse; small dots do not)
+    return eta0 + jnp.sum(data.Z * b[:, None, :], axis=-1)
 
 
 def _segsum(v, data: ClusterData, n_groups: int):
+    """Sum chunk values [M, ...] into clusters [J, ...]."""
     return jax.ops.segment_sum(v, data.group, num_segments=n_groups, indices_are_sorted=True)
+
+
+def fixed_eta(beta, data: ClusterData):
+    return jnp.sum(data.X * beta, axis=-1) + data.offset
 
 
 def cluster_logh(u, eta0, L, log_phi, data: ClusterData, s: Structure):
     """h_j(u_j) for every cluster, [J]."""
     ll = data.weights * s.family.logpdf(data.y, _eta(u, eta0, L, data), data.trials, log_phi)
-    return _segsum(ll, data, s.n_groups) - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * s.q * LOG_2PI
+    ll = _segsum(jnp.sum(ll, axis=1), data, s.n_groups)
+    return ll - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * s.q * LOG_2PI
 
 
 def grad_negHess(u, eta0, L, log_phi, data: ClusterData, s: Structure):
     """Per-cluster h_j, its gradient [J, q] and negative Hessian [J, q, q] in u."""
     ll, d1, d2 = _row_derivs(_eta(u, eta0, L, data), data, log_phi, s.family)
     Z = data.Z
-    h = _segsum(ll, data, s.n_groups) - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * s.q * LOG_2PI
-    gb = _segsum(d1[:, None] * Z, data, s.n_groups)  # [J, q]
-    Hb = _segsum(d2[:, None, None] * (Z[:, :, None] * Z[:, None, :]), data, s.n_groups)
+    h = _segsum(jnp.sum(ll, axis=1), data, s.n_groups)
+    h = h - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * s.q * LOG_2PI
+    gb = _segsum(jnp.sum(d1[..., None] * Z, axis=1), data, s.n_groups)  # [J, q]
+    ZZ = Z[..., :, None] * Z[..., None, :]
+    Hb = _segsum(jnp.sum(d2[..., None, None] * ZZ, axis=1), data, s.n_groups)  # [J, q, q]
     g = gb @ L - u
     negH = jnp.eye(s.q) - jnp.einsum("ka,jkl,lb->jab", L, Hb, L)
     return h, g, negH

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .laplace import ClusterData, Structure, solve_modes, total_loglik
+from .laplace import ClusterData, Structure, fixed_eta, solve_modes, total_loglik
 
 
 def unpack(theta, s: Structure):
@@ -34,7 +34,7 @@ def pack(beta, L, log_phi, s: Structure) -> np.ndarray:
 def modes(theta, u0, data: ClusterData, s: Structure):
     """Conditional modes u_hat(theta) [J, q], started from u0; and the Newton iterations used."""
     beta, L, log_phi = unpack(theta, s)
-    return solve_modes(u0, data.X @ beta + data.offset, L, log_phi, data, s)
+    return solve_modes(u0, fixed_eta(beta, data), L, log_phi, data, s)
 
 
 def negloglik(theta, u_hat, data: ClusterData, s: Structure):
