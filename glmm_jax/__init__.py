@@ -29,6 +29,6 @@ from .results import GLMMResult  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "fit", "build_model", "Model", "GLMMResult", "families", "datasets", "GLMMInputError", "GLMMWarning",
-    "ConvergenceWarning", "SingularFitWarning", "DataWarning",
+    "fit", "build_model", "Model", "GLMMResult", "families", "datasets", "GLMMInputError",
+    "GLMMWarning", "ConvergenceWarning", "SingularFitWarning", "DataWarning",
 ]

@@ -42,7 +42,7 @@ class Model:
     def theta_names(self) -> list[str]:
         s, z = self.structure, self.frame.groups[0].z_names
         names = list(self.frame.x_names)
-        names += [f"L[{z[i]},{z[j]}]" for i, j in zip(*np.tril_indices(s.q))]
+        names += [f"L[{z[i]},{z[j]}]" for i, j in zip(*np.tril_indices(s.q), strict=True)]
         if s.family.has_dispersion:
             names.append(f"log({s.family.dispersion_name})")
         return names

@@ -79,6 +79,12 @@ def _group_columns(group: str) -> list[str]:
     return group.split(":")
 
 
+def _row(index: pd.Index, i: int) -> str:
+    """A row label of the caller's DataFrame, printed as the user wrote it."""
+    label = index[i]
+    return repr(label.item() if isinstance(label, np.generic) else label)
+
+
 def _check_columns(names: set[str], data: pd.DataFrame, where: str) -> None:
     missing = sorted(n for n in names if n not in data.columns)
     if missing:
@@ -110,7 +116,8 @@ def _numeric(values: pd.Series, what: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise GLMMInputError(
-            f"{what} has {bad.size} infinite values (first at row label {values.index[bad[0]]!r})"
+            f"{what} has {bad.size} infinite values "
+            f"(first at row label {_row(values.index, bad[0])})"
         )
     return arr
 
@@ -126,7 +133,8 @@ def _response(spec: ModelSpec, df: pd.DataFrame, family: Family):
             i = int(np.flatnonzero(f < 0)[0])
             raise GLMMInputError(
                 f"binomial response: successes exceed trials in {int(np.sum(f < 0))} rows "
-                f"(first at row label {df.index[i]!r}: failures {spec.response[1]!r} = {f[i]:g})"
+                f"(first at row label {_row(df.index, i)}: "
+                f"failures {spec.response[1]!r} = {f[i]:g})"
             )
         return s, s + f, spec.response[0]
     expr = spec.response[0]
@@ -142,6 +150,17 @@ def _response(spec: ModelSpec, df: pd.DataFrame, family: Family):
             )
         return (v == levels[1]).to_numpy(dtype=float), ones, f"{expr}=={levels[1]}"
     return _numeric(v, f"response {expr!r}"), ones, expr
+
+
+def _check_response(family: Family, y, trials, label: str, index: pd.Index) -> None:
+    bad, need = family.invalid_response(y, trials)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = f"{y[i]:g} of {trials[i]:g}" if isinstance(family, Binomial) else f"{y[i]:g}"
+        raise GLMMInputError(
+            f"{family.title} response {label!r} {need}; {int(bad.sum())} rows are not "
+            f"(first at row label {_row(index, i)}: {value})"
+        )
 
 
 def _clean_name(name: str) -> str:
@@ -171,8 +190,8 @@ def _drop_aliased(X: np.ndarray, names: tuple[str, ...]):
     scale[scale == 0] = 1.0
     r = np.abs(np.diag(np.linalg.qr(X / scale, mode="r")))
     keep = r > 1e-7 * max(r.max(), 1.0)
-    aliased = tuple(n for n, k in zip(names, keep) if not k)
-    return X[:, keep], tuple(n for n, k in zip(names, keep) if k), aliased
+    aliased = tuple(n for n, k in zip(names, keep, strict=True) if not k)
+    return X[:, keep], tuple(n for n, k in zip(names, keep, strict=True) if k), aliased
 
 
 def _grouping(term: RandomTerm, df: pd.DataFrame) -> GroupingFactor:
@@ -245,7 +264,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFra
         raise GLMMInputError("no rows left after dropping rows with missing values")
 
     y, trials, response_name = _response(spec, df, family)
-    family.validate(y, trials, response_name)
+    _check_response(family, y, trials, response_name, df.index)
     X, x_names = _model_matrix(spec.fixed, df, "fixed-effects design")
     X, x_names, aliased = _drop_aliased(X, x_names)
     if aliased:

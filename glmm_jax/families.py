@@ -56,6 +56,7 @@ class Family:
 
     link: str
     name: ClassVar[str] = "family"
+    title: ClassVar[str] = "family"  # for messages
     links: ClassVar[tuple[str, ...]] = ()
     dispersion_name: ClassVar[str | None] = None
 
@@ -86,8 +87,9 @@ class Family:
         """Data-only part of the log density (NumPy, elementwise)."""
         return np.zeros_like(np.asarray(y, dtype=float))
 
-    def validate(self, y: np.ndarray, trials: np.ndarray, label: str) -> None:
-        """Raise GLMMInputError if the response is impossible for this family."""
+    def invalid_response(self, y: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, str]:
+        """Rows whose response is impossible for this family, and what is required."""
+        return np.zeros(len(y), dtype=bool), ""
 
     def start_dispersion(self, y, mu) -> float:
         """Starting value of the log dispersion parameter."""
@@ -97,13 +99,8 @@ class Family:
         return float(np.exp(log_phi))
 
 
-def _check_integer(y, label, what):
-    bad = np.flatnonzero((y < 0) | (np.abs(y - np.round(y)) > 1e-8))
-    if bad.size:
-        raise GLMMInputError(
-            f"{what} response {label!r} must be non-negative integer counts; "
-            f"{bad.size} rows are not (first at row {bad[0]}: {y[bad[0]]!r})"
-        )
+def _not_count(y):
+    return (y < 0) | (np.abs(y - np.round(y)) > 1e-8)
 
 
 @dataclass(frozen=True)
@@ -112,6 +109,7 @@ class Binomial(Family):
 
     link: str = "logit"
     name: ClassVar[str] = "binomial"
+    title: ClassVar[str] = "binomial"
     links: ClassVar[tuple[str, ...]] = ("logit", "probit", "cloglog")
 
     def logpdf(self, y, eta, trials, log_phi):
@@ -130,15 +128,9 @@ class Binomial(Family):
         return special.gammaln(trials + 1.0) - special.gammaln(y + 1.0) - \
             special.gammaln(trials - y + 1.0)
 
-    def validate(self, y, trials, label):
-        bad = np.flatnonzero((y < 0) | (y > trials) | (np.abs(y - np.round(y)) > 1e-8))
-        if bad.size:
-            i = bad[0]
-            raise GLMMInputError(
-                f"binomial response {label!r}: successes must be integers between 0 and the "
-                f"number of trials; {bad.size} rows are not (first at row {i}: "
-                f"{y[i]:g} of {trials[i]:g})"
-            )
+    def invalid_response(self, y, trials):
+        bad = (y < 0) | (y > trials) | (np.abs(y - np.round(y)) > 1e-8)
+        return bad, "must be integer successes between 0 and the number of trials"
 
 
 @dataclass(frozen=True)
@@ -147,6 +139,7 @@ class Poisson(Family):
 
     link: str = "log"
     name: ClassVar[str] = "poisson"
+    title: ClassVar[str] = "Poisson"
     links: ClassVar[tuple[str, ...]] = ("log",)
 
     def logpdf(self, y, eta, trials, log_phi):
@@ -155,8 +148,8 @@ class Poisson(Family):
     def log_const(self, y, trials):
         return -special.gammaln(y + 1.0)
 
-    def validate(self, y, trials, label):
-        _check_integer(y, label, "Poisson")
+    def invalid_response(self, y, trials):
+        return _not_count(y), "must be non-negative integer counts"
 
 
 @dataclass(frozen=True)
@@ -165,6 +158,7 @@ class Gaussian(Family):
 
     link: str = "identity"
     name: ClassVar[str] = "gaussian"
+    title: ClassVar[str] = "Gaussian"
     links: ClassVar[tuple[str, ...]] = ("identity",)
     dispersion_name: ClassVar[str | None] = "sigma"
 
@@ -185,6 +179,7 @@ class Gamma(Family):
 
     link: str = "log"
     name: ClassVar[str] = "gamma"
+    title: ClassVar[str] = "Gamma"
     links: ClassVar[tuple[str, ...]] = ("log",)
     dispersion_name: ClassVar[str | None] = "shape"
 
@@ -195,13 +190,8 @@ class Gamma(Family):
     def log_const(self, y, trials):
         return -np.log(y)
 
-    def validate(self, y, trials, label):
-        bad = np.flatnonzero(y <= 0)
-        if bad.size:
-            raise GLMMInputError(
-                f"Gamma response {label!r} must be positive; {bad.size} rows are not "
-                f"(first at row {bad[0]}: {y[bad[0]]!r})"
-            )
+    def invalid_response(self, y, trials):
+        return y <= 0, "must be positive"
 
     def start_dispersion(self, y, mu):
         cv2 = np.mean((y / mu - 1.0) ** 2)
@@ -214,6 +204,7 @@ class NegativeBinomial(Family):
 
     link: str = "log"
     name: ClassVar[str] = "negative_binomial"
+    title: ClassVar[str] = "negative binomial"
     links: ClassVar[tuple[str, ...]] = ("log",)
     dispersion_name: ClassVar[str | None] = "theta"
 
@@ -225,8 +216,8 @@ class NegativeBinomial(Family):
     def log_const(self, y, trials):
         return -special.gammaln(y + 1.0)
 
-    def validate(self, y, trials, label):
-        _check_integer(y, label, "negative binomial")
+    def invalid_response(self, y, trials):
+        return _not_count(y), "must be non-negative integer counts"
 
     def start_dispersion(self, y, mu):
         excess = np.mean((y - mu) ** 2 - mu)

@@ -38,7 +38,9 @@ class ModelSpec:
 
 def _syntax_error(formula: str, pos: int, what: str) -> GLMMInputError:
     pointer = " " * pos + "^"
-    return GLMMInputError(f"formula syntax error at position {pos}: {what}\n  {formula}\n  {pointer}")
+    return GLMMInputError(
+        f"formula syntax error at position {pos}: {what}\n  {formula}\n  {pointer}"
+    )
 
 
 def _split_top(text: str, sep: str, base: int, formula: str) -> list[tuple[int, str]]:

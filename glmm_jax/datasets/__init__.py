@@ -19,7 +19,8 @@ _FILES = {
 
 # Factor level orders that differ from sorted order (as in the R packages).
 _LEVELS = {
-    "salamanders": {"spp": ["GP", "PR", "DM", "EC-A", "EC-L", "DES-L", "DF"], "mined": ["yes", "no"]},
+    "salamanders": {"spp": ["GP", "PR", "DM", "EC-A", "EC-L", "DES-L", "DF"],
+                    "mined": ["yes", "no"]},
     "grouseticks": {"YEAR": ["95", "96", "97"]},
     "cbpp": {"period": ["1", "2", "3", "4"]},
 }
