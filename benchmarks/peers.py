@@ -12,9 +12,11 @@ Adapters never raise for a failed or missing engine: the harness must keep going
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,10 +39,10 @@ def _tail(text: str, n: int = 600) -> str:
     return text.strip()[-n:]
 
 
-def _run_marked(cmd: list[str], timeout: float, engine: str) -> dict:
+def _run_marked(cmd: list[str], timeout: float, engine: str, env: dict | None = None) -> dict:
     """Run ``cmd``, return its ``RESULT_JSON`` dict, or an error/timeout result."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"engine": engine, "status": "timeout", "error": f"no result within {timeout:g} s"}
     result = _parse_marked_json(proc.stdout)
@@ -57,13 +59,19 @@ def _run_marked(cmd: list[str], timeout: float, engine: str) -> dict:
 def run_glmm_jax(case: Case, timeout: float, nagq: int = 1) -> dict:
     """Fit ``case`` with glmm_jax in a fresh Python process (see ``run_glmm_jax.py``).
 
-    ``time_s`` is the warm fit; ``cold_s`` (first fit, compilation included),
-    ``peak_rss_mb`` and ``rss_before_fit_mb`` come along.
+    ``time_s`` is the warm fit; ``cold_s`` (first fit, compilation included, with an
+    empty persistent compilation cache), ``peak_rss_mb`` and ``rss_before_fit_mb`` come
+    along. A second process then fits again with the cache the first one filled:
+    ``cold_cached_s`` is its first fit.
     """
     cmd = [sys.executable, str(HERE / "run_glmm_jax.py"), case.name, "--nagq", str(nagq)]
-    result = _run_marked(cmd, timeout, "glmm_jax")
-    if "status" in result:
-        return result  # timeout, or a crash before a result was printed
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, GLMM_JAX_CACHE_DIR=cache, GLMM_JAX_CACHE="1")
+        result = _run_marked(cmd, timeout, "glmm_jax", env)
+        if "status" in result:
+            return result  # timeout, or a crash before a result was printed
+        second = _run_marked(cmd, timeout, "glmm_jax", env)
+        result["cold_cached_s"] = second.get("cold_s")
     if result.get("error"):
         result["status"] = "error"
     else:

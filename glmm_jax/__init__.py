@@ -14,7 +14,10 @@ The public API:
 
 import jax
 
+from ._cache import enable_compilation_cache
+
 jax.config.update("jax_enable_x64", True)
+enable_compilation_cache()
 
 from . import datasets, families  # noqa: E402
 from .api import Model, build_model, fit  # noqa: E402
@@ -31,4 +34,5 @@ __version__ = "0.1.0"
 __all__ = [
     "fit", "build_model", "Model", "GLMMResult", "families", "datasets", "GLMMInputError",
     "GLMMWarning", "ConvergenceWarning", "SingularFitWarning", "DataWarning",
+    "enable_compilation_cache",
 ]
