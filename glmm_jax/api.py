@@ -155,16 +155,30 @@ def fit(
 
 
 def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
-    """Least squares on the link-transformed response; L = 0.5 * scale / rms(Z column)."""
-    y, n = frame.y, frame.trials
+    """Starting theta: fixed effects from least squares, L = 0.5 * scale / rms(Z column).
+
+    With an intercept and no offset, slopes are least squares on the mean scale divided
+    by dmu/deta at the mean (a linearized GLM); otherwise least squares on the
+    link-transformed response.
+    """
+    y, n, X = frame.y, frame.trials, frame.X
     if fam.name == "binomial":
         z = fam.link_fn((y + 0.5) / (n + 1.0))
     elif fam.link == "log":
         z = np.log(y + 0.5) if fam.name != "gamma" else np.log(y)
     else:
         z = y
-    X = frame.X
-    beta = np.linalg.lstsq(X, z - frame.offset, rcond=None)[0] if X.shape[1] else np.zeros(0)
+    if X.shape[1] and frame.x_names[0] == "(Intercept)" and not np.any(frame.offset):
+        mean = np.mean(y / n)
+        mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
+        eta_bar = float(fam.link_fn(mean))
+        dmu = float(fam.inverse_link(eta_bar + 1e-4) - fam.inverse_link(eta_bar - 1e-4)) / 2e-4
+        beta = np.linalg.lstsq(X, y / n, rcond=None)[0] / dmu
+        beta[0] = eta_bar - X[:, 1:].mean(axis=0) @ beta[1:]
+    elif X.shape[1]:
+        beta = np.linalg.lstsq(X, z - frame.offset, rcond=None)[0]
+    else:
+        beta = np.zeros(0)
     eta = X @ beta + frame.offset
     scale = float(np.std(z - eta)) if fam.name == "gaussian" else 1.0
     rms = np.sqrt(np.mean(frame.groups[0].Z ** 2, axis=0))
