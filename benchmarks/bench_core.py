@@ -180,6 +180,7 @@ def summarize(cr: dict, peers: list[str]) -> dict:
            "fit_mem_mb": (gj["peak_rss_mb"] - gj["rss_before_fit_mb"]
                           if ok and gj.get("rss_before_fit_mb") else None),
            "data_mb": gj.get("data_bytes", 0) / 1e6 if ok else None,
+           "warm_mem_mb": gj.get("warm_fit_peak_increase_mb") if ok else None,
            "glmm_jax_status": gj.get("status", "not run")}
     for peer in peers:
         pr = res.get(peer, {})
@@ -202,7 +203,7 @@ def _num(x: float | None, fmt: str) -> str:
 def markdown_table(rows: list[dict], peers: list[str]) -> str:
     """The main timing table."""
     head = ["case", "glmm_jax cold s", "cold, cached s", "glmm_jax warm s",
-            "peak RSS MB (+fit / data)",
+            "peak RSS MB (+fit / data)", "warm fit MB",
             *[f"{p} s (× warm)" for p in peers], "Δ loglik vs best peer"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -210,7 +211,8 @@ def markdown_table(rows: list[dict], peers: list[str]) -> str:
         mem = _num(r["peak_rss_mb"], ".0f")
         if r["fit_mem_mb"] is not None:
             mem += f" (+{r['fit_mem_mb']:.0f} / {r['data_mb']:.1f})"
-        cells = [r["case"], _num(r["cold_s"], ".2f"), _num(r["cold_cached_s"], ".2f"), warm, mem]
+        cells = [r["case"], _num(r["cold_s"], ".2f"), _num(r["cold_cached_s"], ".2f"), warm, mem,
+                 _num(r["warm_mem_mb"], ".0f")]
         for p in peers:
             if r[f"{p}_s"] is None:
                 cells.append(SHORT_STATUS.get(r[f"{p}_status"], r[f"{p}_status"]))

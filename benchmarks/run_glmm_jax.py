@@ -44,6 +44,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux: VmHWM via /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def hwm_rss_mb() -> float | None:
+    """Peak RSS since the last reset (VmHWM), in MB."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
+
+
 def jax_info() -> dict:
     """JAX version and default device, or the import error."""
     try:
@@ -82,9 +104,14 @@ def run(case_name: str, nagq: int) -> dict:
         t0 = time.perf_counter()
         glmm_jax.fit(case.formula, df, family=case.family, nagq=nagq)
         out["cold_s"] = time.perf_counter() - t0
+        before_warm = current_rss_mb()
+        reset = reset_peak_rss()
         t0 = time.perf_counter()
         res = glmm_jax.fit(case.formula, df, family=case.family, nagq=nagq)
         out["warm_s"] = time.perf_counter() - t0
+        if reset and before_warm is not None:
+            # memory the warm fit itself needed on top of what the process already held
+            out["warm_fit_peak_increase_mb"] = hwm_rss_mb() - before_warm
         out.update(fit_summary(res))
     except Exception as exc:  # noqa: BLE001 - report, never crash the harness
         out["error"] = f"{type(exc).__name__}: {exc}"
