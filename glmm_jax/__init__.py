@@ -5,6 +5,7 @@ The public API:
 
 - :func:`fit` — fit a model from an lme4-style formula and a DataFrame.
 - :func:`build_model` — the validated model and its pure objective, without fitting.
+- :func:`fit_many` — one model fitted to many datasets in one vmapped program.
 - :class:`GLMMResult` — the immutable fitted result.
 - :mod:`families` — ``Binomial``, ``Poisson``, ``Gaussian``, ``Gamma``, ``NegativeBinomial``.
 - :mod:`datasets` — shipped example data and a registry simulator.
@@ -21,6 +22,7 @@ enable_compilation_cache()
 
 from . import datasets, families  # noqa: E402
 from .api import Model, build_model, fit  # noqa: E402
+from .batch import ManyResult, fit_many  # noqa: E402
 from .errors import (  # noqa: E402
     ConvergenceWarning,
     DataWarning,
@@ -32,7 +34,7 @@ from .results import GLMMResult  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "fit", "build_model", "Model", "GLMMResult", "families", "datasets", "GLMMInputError",
-    "GLMMWarning", "ConvergenceWarning", "SingularFitWarning", "DataWarning",
-    "enable_compilation_cache",
+    "fit", "build_model", "Model", "GLMMResult", "fit_many", "ManyResult", "families",
+    "datasets", "GLMMInputError", "GLMMWarning", "ConvergenceWarning", "SingularFitWarning",
+    "DataWarning", "enable_compilation_cache",
 ]

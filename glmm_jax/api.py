@@ -15,8 +15,8 @@ from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
 from .families import Family, get_family
 from .formula import parse_formula
-from .laplace import ClusterData, Structure, make_layout, pack_rows
-from .objective import modes, pack, unpack
+from .laplace import ClusterData, Structure, cluster_arrays, make_layout
+from .objective import modes, pack, unpack_np
 from .optimize import COMPILER_OPTIONS, lbfgs_fit, newton_fit, value_grad_hess
 from .results import GLMMResult
 
@@ -93,16 +93,16 @@ def build_model(
         )
     s = Structure(fam, frame.X.shape[1], q, len(grouping.levels), int(nagq))
     layout = make_layout(grouping.codes, len(grouping.levels))
-    arrays = ClusterData(
-        X=jnp.asarray(pack_rows(frame.X, layout)), Z=jnp.asarray(pack_rows(grouping.Z, layout)),
-        y=jnp.asarray(pack_rows(frame.y, layout, fill=1.0)),
-        trials=jnp.asarray(pack_rows(frame.trials, layout, fill=1.0)),
-        offset=jnp.asarray(pack_rows(frame.offset, layout)),
-        weights=jnp.asarray(pack_rows(np.ones(len(frame.y)), layout)),
-        group=jnp.asarray(layout.chunk_group, dtype=jnp.int32),
-        log_const=jnp.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
-    )
-    return Model(spec.formula, frame, s, arrays)
+    arrays = frame_arrays(frame, fam, layout)
+    return Model(spec.formula, frame, s, jax.tree.map(jnp.asarray, arrays))
+
+
+def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None):
+    """The engine's (NumPy) arrays of a model frame in a chunk layout."""
+    g = frame.groups[0]
+    return cluster_arrays(frame.X, g.Z, frame.y, frame.trials, frame.offset,
+                          np.sum(fam.log_const(frame.y, frame.trials)), layout,
+                          n_chunks, n_groups)
 
 
 def fit(
@@ -172,7 +172,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         mean = np.mean(y / n)
         mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
         eta_bar = float(fam.link_fn(mean))
-        dmu = float(fam.inverse_link(eta_bar + 1e-4) - fam.inverse_link(eta_bar - 1e-4)) / 2e-4
+        dmu = float(fam.mean_np(eta_bar + 1e-4) - fam.mean_np(eta_bar - 1e-4)) / 2e-4
         beta = np.linalg.lstsq(X, y / n, rcond=None)[0] / dmu
         beta[0] = eta_bar - X[:, 1:].mean(axis=0) @ beta[1:]
     elif X.shape[1]:
@@ -183,14 +183,14 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     scale = float(np.std(z - eta)) if fam.name == "gaussian" else 1.0
     rms = np.sqrt(np.mean(frame.groups[0].Z ** 2, axis=0))
     L = np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0))
-    mu = np.asarray(fam.inverse_link(eta)) * (n if fam.name == "binomial" else 1.0)
+    mu = fam.mean_np(eta) * (n if fam.name == "binomial" else 1.0)
     return pack(beta, L, fam.start_dispersion(y, mu), s)
 
 
 def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out,
             notes: tuple[str, ...] = ()) -> GLMMResult:
     theta = np.asarray(out.theta)
-    beta, L, log_phi = (np.asarray(a) for a in unpack(out.theta, s))
+    beta, L, log_phi = unpack_np(theta, s)
     # flip columns of L so its diagonal is non-negative (the likelihood is unchanged)
     signs = np.where(np.diag(L) < 0, -1.0, 1.0)
     L = L * signs

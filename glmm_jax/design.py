@@ -278,3 +278,15 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFra
     groups = tuple(_grouping(t, df) for t in spec.random)
     return ModelFrame(X, x_names, y, trials, offset, groups, response_name, df.index,
                       n_dropped, aliased)
+
+
+def subset_frame(frame: ModelFrame, rows: np.ndarray) -> ModelFrame:
+    """The frame of a subset of its rows (positions), with cluster codes renumbered."""
+    groups = []
+    for g in frame.groups:
+        used, codes = np.unique(g.codes[rows], return_inverse=True)
+        groups.append(GroupingFactor(g.name, g.term, codes.astype(np.int64), g.levels[used],
+                                     g.Z[rows], g.z_names))
+    return ModelFrame(frame.X[rows], frame.x_names, frame.y[rows], frame.trials[rows],
+                      frame.offset[rows], tuple(groups), frame.response_name,
+                      frame.row_index[rows], 0, frame.aliased)

@@ -35,6 +35,19 @@ def _inverse_link(link: str, eta):
     return eta
 
 
+def _mean_np(link: str, eta):
+    eta = np.asarray(eta, dtype=float)
+    if link == "logit":
+        return special.expit(eta)
+    if link == "probit":
+        return special.ndtr(eta)
+    if link == "cloglog":
+        return -np.expm1(-np.exp(eta))
+    if link == "log":
+        return np.exp(eta)
+    return eta
+
+
 def _link(link: str, mu):
     mu = np.asarray(mu, dtype=float)
     if link == "logit":
@@ -78,6 +91,10 @@ class Family:
     def link_fn(self, mu):
         """Link function on NumPy arrays (used for starting values)."""
         return _link(self.link, mu)
+
+    def mean_np(self, eta):
+        """Inverse link on NumPy arrays."""
+        return _mean_np(self.link, eta)
 
     def logpdf(self, y, eta, trials, log_phi):  # pragma: no cover - abstract
         """Log density less ``log_const`` (JAX, elementwise)."""

@@ -73,12 +73,34 @@ def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None) -> La
     return Layout(chunk, rank % C, np.repeat(np.arange(n_groups), chunks_per), C)
 
 
-def pack_rows(values: np.ndarray, layout: Layout, fill: float = 0.0) -> np.ndarray:
-    """Scatter per-row values [n, ...] into the chunk layout [M, C, ...]."""
-    M = len(layout.chunk_group)
+def pack_rows(values: np.ndarray, layout: Layout, fill: float = 0.0,
+              n_chunks: int | None = None) -> np.ndarray:
+    """Scatter per-row values [n, ...] into the chunk layout [M, C, ...].
+
+    ``n_chunks`` > M pads with chunks of ``fill`` (for stacking models of one structure).
+    """
+    M = len(layout.chunk_group) if n_chunks is None else n_chunks
     out = np.full((M, layout.size) + values.shape[1:], fill, dtype=float)
     out[layout.chunk, layout.slot] = values
     return out
+
+
+def cluster_arrays(X, Z, y, trials, offset, log_const: float, layout: Layout,
+                   n_chunks: int | None = None, n_groups: int | None = None) -> ClusterData:
+    """NumPy ClusterData of one model, optionally padded to ``n_chunks`` chunks and
+    ``n_groups`` clusters (padding chunks have zero weight and sit in the last cluster;
+    padding clusters have no rows and contribute exactly 0 to the likelihood)."""
+    M = len(layout.chunk_group)
+    n_chunks = M if n_chunks is None else n_chunks
+    last = (int(layout.chunk_group.max()) + 1 if M else 1) if n_groups is None else n_groups
+    group = np.concatenate([layout.chunk_group, np.full(n_chunks - M, last - 1)])
+    return ClusterData(
+        X=pack_rows(X, layout, 0.0, n_chunks), Z=pack_rows(Z, layout, 0.0, n_chunks),
+        y=pack_rows(y, layout, 1.0, n_chunks), trials=pack_rows(trials, layout, 1.0, n_chunks),
+        offset=pack_rows(offset, layout, 0.0, n_chunks),
+        weights=pack_rows(np.ones(len(y)), layout, 0.0, n_chunks),
+        group=group.astype(np.int32), log_const=np.asarray(float(log_const)),
+    )
 
 
 @dataclass(frozen=True)

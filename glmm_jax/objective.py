@@ -23,6 +23,14 @@ def unpack(theta, s: Structure):
     return beta, L, log_phi
 
 
+def unpack_np(theta: np.ndarray, s: Structure):
+    """:func:`unpack` in NumPy (for results, without dispatching JAX operations)."""
+    L = np.zeros((s.q, s.q))
+    L[np.tril_indices(s.q)] = theta[s.p : s.p + s.n_cov]
+    log_phi = theta[s.p + s.n_cov] if s.family.has_dispersion else 0.0
+    return theta[: s.p].copy(), L, float(log_phi)
+
+
 def pack(beta, L, log_phi, s: Structure) -> np.ndarray:
     """Inverse of :func:`unpack` (NumPy)."""
     parts = [np.asarray(beta, float), np.asarray(L, float)[np.tril_indices(s.q)]]

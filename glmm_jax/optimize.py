@@ -65,9 +65,8 @@ class _State(NamedTuple):
     failed: jax.Array
 
 
-@partial(jax.jit, static_argnames=("s", "max_iter"), compiler_options=COMPILER_OPTIONS)
-def newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100,
-               tol: float = 1e-12, max_step: float = 5.0) -> NewtonResult:
+def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100,
+                tol: float = 1e-12, max_step: float = 5.0) -> NewtonResult:
     """Minimize -log L from theta0; u0 are starting conditional modes.
 
     One loop evaluates one trial point per pass: accepted trial points (Armijo) get the
@@ -111,6 +110,16 @@ def newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100,
     _, _, negH = grad_negHess(st.u, fixed_eta(beta, data), L, log_phi, data, s)
     return NewtonResult(st.theta, st.u, st.f, st.g, st.H, negH, st.n_iter, st.converged,
                         st.failed)
+
+
+newton_fit = jax.jit(_newton_fit, static_argnames=("s", "max_iter"),
+                     compiler_options=COMPILER_OPTIONS)
+
+
+@partial(jax.jit, static_argnames=("s", "max_iter"), compiler_options=COMPILER_OPTIONS)
+def newton_fit_many(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100):
+    """:func:`newton_fit` vmapped over a leading batch axis of theta0, u0 and data."""
+    return jax.vmap(lambda t, u, d: _newton_fit(t, u, d, s, max_iter))(theta0, u0, data)
 
 
 @partial(jax.jit, static_argnames=("s", "max_iter"), compiler_options=COMPILER_OPTIONS)

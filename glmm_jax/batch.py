@@ -1,0 +1,244 @@
+"""``fit_many``: one model structure fitted to many datasets in one compiled, vmapped program.
+
+The datasets (groups of a ``by`` column, or a list of DataFrames) are validated and laid
+out together, padded to a common number of chunks and clusters (padding has zero weight
+and contributes exactly nothing), stacked on a leading batch axis and fitted by the
+vmapped Newton solver. A dataset that cannot be fitted (bad data, one cluster, aliased
+columns) is reported with its reason; it does not stop or change the others.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from .api import MAX_QUADRATURE_NODES, _result, frame_arrays, start_values
+from .design import ModelFrame, build_frame, subset_frame
+from .errors import ConvergenceWarning, DataWarning, GLMMInputError, SingularFitWarning
+from .families import Family, get_family
+from .formula import parse_formula
+from .laplace import Structure, chunk_size, make_layout
+from .optimize import newton_fit_many
+from .results import GLMMResult
+
+MEMORY_BUDGET = 2e9  # bytes of working memory one vmapped batch may use (rough model)
+
+
+@dataclass(frozen=True)
+class ManyResult:
+    """Fits of one formula to many datasets.
+
+    ``results[key]`` is the GLMMResult of dataset ``key`` (None where it failed, with the
+    reason in ``errors[key]``).
+    """
+
+    formula: str
+    keys: tuple
+    results: dict
+    errors: dict
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per dataset: loglik, AIC, convergence, singularity, error."""
+        rows = []
+        for k in self.keys:
+            r = self.results.get(k)
+            rows.append({
+                "dataset": k, "nobs": r.nobs if r else np.nan,
+                "loglik": r.loglik if r else np.nan, "aic": r.aic if r else np.nan,
+                "converged": r.converged if r else False, "n_iter": r.n_iter if r else 0,
+                "singular": r.singular if r else False, "error": self.errors.get(k, ""),
+            })
+        return pd.DataFrame(rows).set_index("dataset")
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Tidy fixed effects: dataset, term, estimate, se, z, p (fitted datasets only)."""
+        parts = []
+        for k in self.keys:
+            r = self.results.get(k)
+            if r is not None:
+                ct = r.coef_table.rename_axis("term").reset_index()
+                ct.insert(0, "dataset", [k] * len(ct))
+                parts.append(ct)
+        cols = ["dataset", "term", "estimate", "se", "z", "p"]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components of every fitted dataset, with a ``dataset`` column."""
+        parts = [r.varcorr.assign(dataset=k) for k, r in self.results.items() if r is not None]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _split(data, by):
+    if isinstance(data, pd.DataFrame):
+        if by is None:
+            raise GLMMInputError("fit_many needs by= (a column) when data is one DataFrame")
+        if by not in data.columns:
+            raise GLMMInputError(f"by column {by!r} is not in the data")
+        keys = list(pd.unique(data[by]))
+        try:
+            keys = sorted(keys)
+        except TypeError:
+            pass
+        return keys, data, data[by].to_numpy()
+    frames = list(data.items()) if isinstance(data, dict) else list(enumerate(data))
+    if not frames:
+        raise GLMMInputError("fit_many got no datasets")
+    for k, df in frames:
+        if not isinstance(df, pd.DataFrame):
+            raise GLMMInputError(f"dataset {k!r} is a {type(df).__name__}, not a DataFrame")
+    keys = [k for k, _ in frames]
+    labels = np.concatenate([np.full(len(df), i) for i, (_, df) in enumerate(frames)])
+    combined = pd.concat([df for _, df in frames], ignore_index=True)
+    return keys, combined, np.asarray(keys, dtype=object)[labels]
+
+
+def _dataset_frames(spec, combined, labels, keys, fam):
+    """Validated frames per dataset: built together, or one by one if that fails."""
+    frames, errors = {}, {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame = build_frame(spec, combined, fam)
+        row_labels = labels[combined.index.get_indexer(frame.row_index)]
+        for k, rows in pd.Series(np.arange(len(row_labels))).groupby(row_labels).indices.items():
+            frames[k] = subset_frame(frame, rows)
+    except GLMMInputError:
+        for k in keys:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    frames[k] = build_frame(spec, combined[labels == k], fam)
+            except GLMMInputError as e:
+                errors[k] = str(e)
+    return frames, errors
+
+
+def _check_dataset(frame: ModelFrame, x_names) -> str | None:
+    g = frame.groups[0]
+    if frame.x_names != x_names:
+        return f"fixed-effect columns differ from the other datasets: {frame.x_names}"
+    if len(g.levels) < 2:
+        return f"grouping factor {g.name!r} has {len(g.levels)} level; need at least 2"
+    X = frame.X
+    scale = np.linalg.norm(X, axis=0)
+    if np.any(scale == 0):
+        return f"column {x_names[int(np.argmin(scale))]!r} is all zero in this dataset"
+    r = np.abs(np.diag(np.linalg.qr(X / scale, mode="r")))
+    if np.any(r < 1e-7 * r.max()):
+        return "fixed-effect design is rank deficient in this dataset (aliased columns: " \
+            + ", ".join(n for n, k in zip(x_names, r < 1e-7 * r.max(), strict=True) if k) + ")"
+    return None
+
+
+def fit_many(
+    formula: str,
+    data,
+    by: str | None = None,
+    family: str | Family = "binomial",
+    link: str | None = None,
+    nagq: int = 1,
+    *,
+    max_iter: int = 100,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> ManyResult:
+    """Fit one model to many datasets in one compiled program.
+
+    Args:
+      formula, family, link, nagq, max_iter: as in :func:`glmm_jax.fit`.
+      data: one DataFrame split by the ``by`` column, or a list/dict of DataFrames.
+      batch_size: datasets per vmapped batch (default: as many as fit a memory budget).
+      progress: show a tqdm progress bar over batches (default: when several batches).
+
+    Returns:
+      A :class:`ManyResult`. Each dataset's estimates equal those of a separate
+      :func:`glmm_jax.fit`; failures are reported per dataset in ``errors`` and
+      ``summary``, and one warning summarizes non-converged or singular fits.
+    """
+    fam = get_family(family, link)
+    spec = parse_formula(formula)
+    if len(spec.random) != 1:
+        raise GLMMInputError("fit_many fits models with one random term")
+    keys, combined, labels = _split(data, by)
+    frames, errors = _dataset_frames(spec, combined, labels, keys, fam)
+    good = [k for k in keys if k in frames]
+    if good:
+        x_names = frames[good[0]].x_names
+        for k in good:
+            why = _check_dataset(frames[k], x_names)
+            if why:
+                errors[k] = why
+        good = [k for k in good if k not in errors]
+    results = {k: None for k in keys}
+    if good:
+        results.update(_fit_batches(spec.formula, [frames[k] for k in good], good, fam,
+                                    int(nagq), max_iter, batch_size, progress))
+    _warn(spec.formula, results, errors)
+    return ManyResult(spec.formula, tuple(keys), results, errors)
+
+
+def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progress):
+    q = frames[0].groups[0].Z.shape[1]
+    if nagq**q > MAX_QUADRATURE_NODES:
+        raise GLMMInputError(f"nagq**q = {nagq**q} exceeds {MAX_QUADRATURE_NODES} nodes")
+    counts = np.concatenate([np.bincount(f.groups[0].codes) for f in frames])
+    C = chunk_size(counts)
+    layouts = [make_layout(f.groups[0].codes, len(f.groups[0].levels), C) for f in frames]
+    M = max(len(lay.chunk_group) for lay in layouts)
+    J = max(len(f.groups[0].levels) for f in frames)
+    p = frames[0].X.shape[1]
+    s = Structure(fam, p, q, J, nagq)
+    if batch_size is None:
+        per_fit = M * C * (p + q + 8) * 8 * 60 * max(1, nagq**q)
+        batch_size = int(max(1, min(len(frames), MEMORY_BUDGET // per_fit)))
+    starts = [start_values(f, fam, Structure(fam, p, q, len(f.groups[0].levels), nagq))
+              for f in frames]
+    arrays = [frame_arrays(f, fam, lay, M, J) for f, lay in zip(frames, layouts, strict=True)]
+    batches = range(0, len(frames), batch_size)
+    if progress is None:
+        progress = len(batches) > 1
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="fit_many", unit="batch")
+    out = {}
+    for b0 in batches:
+        idx = list(range(b0, min(b0 + batch_size, len(frames))))
+        pad = idx + [idx[0]] * (batch_size - len(idx))  # full batches reuse one program
+        data = jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *[arrays[i] for i in pad])
+        theta0 = jnp.asarray(np.stack([starts[i] for i in pad]))
+        res = newton_fit_many(theta0, jnp.zeros((len(pad), J, q)), data, s, max_iter=max_iter)
+        res = jax.tree.map(np.asarray, res)
+        for j, i in enumerate(idx):
+            frame = frames[i]
+            Jd = len(frame.groups[0].levels)
+            one = jax.tree.map(lambda a, j=j: a[j], res)
+            one = one._replace(u=one.u[:Jd], cond_negH=one.cond_negH[:Jd])
+            sd = Structure(fam, p, q, Jd, nagq)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[keys[i]] = _result(formula, frame, fam, sd, one)
+    return out
+
+
+def _warn(formula, results: dict[object, GLMMResult | None], errors: dict) -> None:
+    bad = [k for k, r in results.items() if r is not None and not r.converged]
+    if bad:
+        warnings.warn(f"{formula}: {len(bad)} of {len(results)} datasets did not converge: "
+                      f"{bad[:10]}", ConvergenceWarning, stacklevel=3)
+    sing = [k for k, r in results.items() if r is not None and r.singular]
+    if sing:
+        warnings.warn(f"{formula}: {len(sing)} of {len(results)} datasets have singular fits: "
+                      f"{sing[:10]}", SingularFitWarning, stacklevel=3)
+    if errors:
+        warnings.warn(f"{formula}: {len(errors)} of {len(results)} datasets could not be "
+                      f"fitted (see result.errors): {list(errors)[:10]}", DataWarning,
+                      stacklevel=3)
