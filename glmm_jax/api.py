@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
@@ -72,6 +74,7 @@ def build_model(
     family: str | Family = "binomial",
     link: str | None = None,
     nagq: int = 1,
+    devices=None,
 ) -> Model:
     """Parse, validate and lay out a model without fitting it (arguments as in :func:`fit`)."""
     fam = get_family(family, link)
@@ -93,8 +96,22 @@ def build_model(
         )
     s = Structure(fam, frame.X.shape[1], q, len(grouping.levels), int(nagq))
     layout = make_layout(grouping.codes, len(grouping.levels))
-    arrays = frame_arrays(frame, fam, layout)
-    return Model(spec.formula, frame, s, jax.tree.map(jnp.asarray, arrays))
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise GLMMInputError("devices= is empty")
+    # pad the chunk axis to a multiple of the number of devices, then shard it
+    n_chunks = -(-len(layout.chunk_group) // len(devices)) * len(devices)
+    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups)
+    return Model(spec.formula, frame, s, place(arrays, devices))
+
+
+def place(arrays: ClusterData, devices) -> ClusterData:
+    """Put the arrays on ``devices``: row chunks sharded across them, scalars replicated."""
+    if len(devices) == 1:
+        return jax.device_put(arrays, devices[0])
+    mesh = Mesh(np.asarray(devices), ("chunks",))
+    rows, whole = NamedSharding(mesh, P("chunks")), NamedSharding(mesh, P())
+    return jax.tree.map(lambda a: jax.device_put(a, rows if np.ndim(a) else whole), arrays)
 
 
 def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None):
@@ -113,6 +130,7 @@ def fit(
     nagq: int = 1,
     *,
     max_iter: int = 100,
+    devices=None,
 ) -> GLMMResult:
     """Fit a generalized linear mixed model by maximum likelihood.
 
@@ -126,6 +144,8 @@ def fit(
       nagq: 1 for the Laplace approximation, > 1 for adaptive Gauss-Hermite quadrature
         with ``nagq`` nodes per random-effect dimension (``nagq**q`` per cluster, at most
         ``MAX_QUADRATURE_NODES``).
+      devices: JAX devices to spread the data over (clusters' row chunks are sharded
+        across them with ``jax.sharding``); default: all devices of the default backend.
       max_iter: maximum outer Newton iterations. If Newton has not converged by then, an
         L-BFGS fallback (optax, at most ``5 * max_iter`` iterations) continues from where it
         stopped and Newton is run once more from its result.
@@ -140,7 +160,7 @@ def fit(
     >>> round(res.loglik, 3)
     -92.026
     """
-    model = build_model(formula, data, family, link, nagq)
+    model = build_model(formula, data, family, link, nagq, devices)
     s = model.structure
     out = newton_fit(jnp.asarray(model.start()), jnp.zeros((s.n_groups, s.q)), model.data, s,
                      max_iter=max_iter)

@@ -84,3 +84,13 @@ def test_failing_dataset_is_reported_and_others_unchanged(datasets, many):
 def test_needs_by_for_one_frame(datasets):
     with pytest.raises(gj.GLMMInputError, match="by="):
         gj.fit_many(FORMULA, datasets["s0"])
+
+
+def test_numpy_arrays_as_data(datasets):
+    df = datasets["s2"]
+    arrays = {c: df[c].to_numpy() for c in ("herd", "incidence", "size")}
+    arrays["period"] = df["period"].astype(str).to_numpy()
+    a = gj.fit(FORMULA, arrays)
+    b = gj.fit(FORMULA, df)
+    np.testing.assert_allclose(a.fixef.values, b.fixef.values, atol=1e-10)
+    assert list(a.fixef.index) == list(b.fixef.index)

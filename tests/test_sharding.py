@@ -1,0 +1,49 @@
+"""Sharding clusters across several devices gives the single-device fit (CPU devices forced
+with XLA_FLAGS in a subprocess, since the flag must be set before JAX starts)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r"""
+import json, warnings
+import jax, numpy as np, pandas as pd
+import glmm_jax as gj
+assert len(jax.devices()) == 4, jax.devices()
+rng = np.random.default_rng(3)
+g = np.repeat(np.arange(60), rng.integers(2, 40, 60))
+x = rng.normal(size=g.size)
+b = rng.normal(size=(60, 2)) * [0.7, 0.3]
+y = rng.poisson(np.exp(0.3 + 0.5 * x + b[g, 0] + b[g, 1] * x))
+df = pd.DataFrame({"y": y, "x": x, "g": g})
+cb = gj.datasets.load("cbpp")
+out = {}
+for name, args in {
+    "cbpp": ("cbind(incidence, size - incidence) ~ period + (1 | herd)", cb, "binomial"),
+    "slope": ("y ~ x + (1 + x | g)", df, "poisson"),
+}.items():
+    one = gj.fit(*args, devices=jax.devices()[:1])
+    four = gj.fit(*args)  # default: all four devices
+    shards = len(gj.build_model(*args).data.X.sharding.device_set)
+    out[name] = {"shards": shards, "converged": bool(four.converged),
+                 "dtheta": float(np.max(np.abs(one.theta - four.theta))),
+                 "dloglik": abs(one.loglik - four.loglik)}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_sharded_equals_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    res = json.loads(line[len("RESULT"):])
+    for name, r in res.items():
+        assert r["shards"] == 4, name
+        assert r["converged"], name
+        assert r["dtheta"] < 1e-8, (name, r)
+        assert r["dloglik"] < 1e-8, (name, r)
