@@ -193,10 +193,10 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
         eta_bar = float(fam.link_fn(mean))
         dmu = float(fam.mean_np(eta_bar + 1e-4) - fam.mean_np(eta_bar - 1e-4)) / 2e-4
-        beta = np.linalg.lstsq(X, y / n, rcond=None)[0] / dmu
+        beta = _least_squares(X, y / n) / dmu
         beta[0] = eta_bar - X[:, 1:].mean(axis=0) @ beta[1:]
     elif X.shape[1]:
-        beta = np.linalg.lstsq(X, z - frame.offset, rcond=None)[0]
+        beta = _least_squares(X, z - frame.offset)
     else:
         beta = np.zeros(0)
     eta = X @ beta + frame.offset
@@ -205,6 +205,11 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     L = np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0))
     mu = fam.mean_np(eta) * (n if fam.name == "binomial" else 1.0)
     return pack(beta, L, fam.start_dispersion(y, mu), s)
+
+
+def _least_squares(X, z):
+    """Least squares by the normal equations (X has full column rank here)."""
+    return np.linalg.solve(X.T @ X, X.T @ z)
 
 
 def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out,

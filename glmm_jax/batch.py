@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .api import MAX_QUADRATURE_NODES, _result, frame_arrays, start_values
-from .design import ModelFrame, build_frame, subset_frame
+from .design import ModelFrame, aliased_columns, build_frame, subset_frame
 from .errors import ConvergenceWarning, DataWarning, GLMMInputError, SingularFitWarning
 from .families import Family, get_family
 from .formula import parse_formula
@@ -127,14 +127,10 @@ def _check_dataset(frame: ModelFrame, x_names) -> str | None:
         return f"fixed-effect columns differ from the other datasets: {frame.x_names}"
     if len(g.levels) < 2:
         return f"grouping factor {g.name!r} has {len(g.levels)} level; need at least 2"
-    X = frame.X
-    scale = np.linalg.norm(X, axis=0)
-    if np.any(scale == 0):
-        return f"column {x_names[int(np.argmin(scale))]!r} is all zero in this dataset"
-    r = np.abs(np.diag(np.linalg.qr(X / scale, mode="r")))
-    if np.any(r < 1e-7 * r.max()):
-        return "fixed-effect design is rank deficient in this dataset (aliased columns: " \
-            + ", ".join(n for n, k in zip(x_names, r < 1e-7 * r.max(), strict=True) if k) + ")"
+    bad = aliased_columns(frame.X) | ~np.any(frame.X, axis=0)
+    if bad.any():
+        return "fixed-effect design is rank deficient in this dataset (aliased or all-zero " \
+            "columns: " + ", ".join(n for n, b in zip(x_names, bad, strict=True) if b) + ")"
     return None
 
 

@@ -182,16 +182,38 @@ def _model_matrix(rhs: str, df: pd.DataFrame, what: str) -> tuple[np.ndarray, tu
     return arr, tuple(_clean_name(c) for c in mm.columns)
 
 
+def aliased_columns(X: np.ndarray) -> np.ndarray:
+    """Mask of columns that are (numerically) linear combinations of earlier columns.
+
+    Works on the scaled Gram matrix (one pass over the data): column j is aliased when its
+    squared residual norm after projection on the kept earlier columns is below 1e-12
+    of its squared norm (a residual below 1e-6 of the column's length).
+    """
+    G = X.T @ X
+    d = np.diag(G).copy()
+    d[d == 0] = 1.0
+    R = G / np.sqrt(np.outer(d, d))
+    keep: list[int] = []
+    aliased = np.zeros(X.shape[1], dtype=bool)
+    for j in range(X.shape[1]):
+        r = R[j, j] if not keep else \
+            R[j, j] - R[j, keep] @ np.linalg.solve(R[np.ix_(keep, keep)], R[keep, j])
+        if r < 1e-12:
+            aliased[j] = True
+        else:
+            keep.append(j)
+    return aliased
+
+
 def _drop_aliased(X: np.ndarray, names: tuple[str, ...]):
     """Drop columns that are linear combinations of earlier ones (as lme4 does)."""
     if X.shape[1] == 0:
         return X, names, ()
-    scale = np.linalg.norm(X, axis=0)
-    scale[scale == 0] = 1.0
-    r = np.abs(np.diag(np.linalg.qr(X / scale, mode="r")))
-    keep = r > 1e-7 * max(r.max(), 1.0)
-    aliased = tuple(n for n, k in zip(names, keep, strict=True) if not k)
-    return X[:, keep], tuple(n for n, k in zip(names, keep, strict=True) if k), aliased
+    bad = aliased_columns(X)
+    if not bad.any():
+        return X, names, ()
+    aliased = tuple(n for n, b in zip(names, bad, strict=True) if b)
+    return X[:, ~bad], tuple(n for n, b in zip(names, bad, strict=True) if not b), aliased
 
 
 def _grouping(term: RandomTerm, df: pd.DataFrame) -> GroupingFactor:
