@@ -223,6 +223,9 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out,
     H = np.asarray(out.hess)
     messages = list(notes)
     converged = bool(out.converged) and np.all(np.isfinite(theta))
+    if not bool(out.inner_converged):
+        converged = False
+        messages.append("the conditional modes did not converge at the final estimates")
     try:
         cov_theta = np.linalg.inv(H)
         if np.any(np.diag(cov_theta) < 0):
@@ -230,11 +233,12 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out,
     except np.linalg.LinAlgError:
         cov_theta = np.full_like(H, np.nan)
         messages.append("Hessian of -logLik is not positive definite: standard errors are NaN")
-    if not converged:
+    if not bool(out.converged):
         why = "line search failed" if bool(out.line_search_failed) else \
             f"no convergence in {int(out.n_iter)} iterations"
         messages.append(f"optimizer did not converge ({why}); |gradient| = "
                         f"{np.max(np.abs(np.asarray(out.grad))):.2e}")
+    if not converged:
         warnings.warn(f"{formula}: {messages[-1]}", ConvergenceWarning, stacklevel=3)
     scale = float(np.exp(log_phi)) if fam.name == "gaussian" else 1.0
     singular = bool(np.any(np.abs(np.diag(L)) < SINGULAR_TOL * scale))

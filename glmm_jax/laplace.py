@@ -188,8 +188,11 @@ def _newton_step(g, negH):
     return smallmat.chol_solve(negH, g)
 
 
+MAX_INNER_ITER = 100
+
+
 def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
-                tol: float = 1e-10, max_iter: int = 100):
+                tol: float = 1e-10, max_iter: int = MAX_INNER_ITER):
     """Conditional modes of every cluster by damped Newton (h_j is strictly concave).
 
     Returns the modes [J, q] and the number of iterations used.

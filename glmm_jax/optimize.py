@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .laplace import ClusterData, Structure, fixed_eta, grad_negHess
+from .laplace import MAX_INNER_ITER, ClusterData, Structure, fixed_eta, grad_negHess
 from .objective import modes, negloglik, unpack
 
 # XLA:CPU offloads small contractions to XNNPACK ("ynn" fusions); on the row-level sums
@@ -31,6 +31,7 @@ class NewtonResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     line_search_failed: jax.Array
+    inner_converged: jax.Array  # the conditional modes at theta met their tolerance
 
 
 def value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
@@ -63,6 +64,7 @@ class _State(NamedTuple):
     n_iter: jax.Array  # accepted points (Hessian evaluations)
     converged: jax.Array
     failed: jax.Array
+    inner_ok: jax.Array  # modes at theta converged
 
 
 def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100,
@@ -75,16 +77,16 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     """
     n = theta0.shape[0]
 
-    def accept(st: _State, theta, u):
+    def accept(st: _State, theta, u, inner_ok):
         f, g, H = value_grad_hess(theta, u, data, s)
         d, pos_def = _direction(g, H)
         decrement = -(g @ d)
         converged = pos_def & (decrement < tol * (1.0 + jnp.abs(f)))
         d = d * jnp.minimum(1.0, max_step / jnp.linalg.norm(d))
         return st._replace(theta=theta, u=u, f=f, g=g, H=H, d=d, alpha=jnp.ones(()),
-                           n_iter=st.n_iter + 1, converged=converged)
+                           n_iter=st.n_iter + 1, converged=converged, inner_ok=inner_ok)
 
-    def reject(st: _State, theta, u):
+    def reject(st: _State, theta, u, inner_ok):
         alpha = 0.5 * st.alpha
         # a failed line search near the optimum (rounding) counts as converged
         decrement = -(st.g @ st.d)
@@ -94,22 +96,23 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
 
     def body(st: _State):
         theta = st.theta + st.alpha * st.d
-        u, _ = modes(theta, st.u, data, s)
+        u, inner_iter = modes(theta, st.u, data, s)
         f = negloglik(theta, u, data, s)
         ok = f <= st.f + 1e-4 * st.alpha * (st.g @ st.d)
-        return jax.lax.cond(ok, accept, reject, st, theta, u)
+        return jax.lax.cond(ok, accept, reject, st, theta, u, inner_iter < MAX_INNER_ITER)
 
     def cond(st: _State):
         return ~st.converged & ~st.failed & (st.n_iter < max_iter)
 
     zero = jnp.zeros(())
     init = _State(theta0, u0, jnp.asarray(jnp.inf), jnp.zeros(n), jnp.zeros((n, n)),
-                  jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False))
+                  jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False),
+                  jnp.asarray(True))
     st = jax.lax.while_loop(cond, body, init)
     beta, L, log_phi = unpack(st.theta, s)
     _, _, negH = grad_negHess(st.u, fixed_eta(beta, data), L, log_phi, data, s)
     return NewtonResult(st.theta, st.u, st.f, st.g, st.H, negH, st.n_iter, st.converged,
-                        st.failed)
+                        st.failed, st.inner_ok)
 
 
 newton_fit = jax.jit(_newton_fit, static_argnames=("s", "max_iter"),
