@@ -192,7 +192,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         mean = np.mean(y / n)
         mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
         eta_bar = float(fam.link_fn(mean))
-        dmu = float(fam.mean_np(eta_bar + 1e-4) - fam.mean_np(eta_bar - 1e-4)) / 2e-4
+        dmu = float(fam.inverse_link(eta_bar + 1e-4) - fam.inverse_link(eta_bar - 1e-4)) / 2e-4
         beta = _least_squares(X, y / n) / dmu
         beta[0] = eta_bar - X[:, 1:].mean(axis=0) @ beta[1:]
     elif X.shape[1]:
@@ -203,7 +203,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     scale = float(np.std(z - eta)) if fam.name == "gaussian" else 1.0
     rms = np.sqrt(np.mean(frame.groups[0].Z ** 2, axis=0))
     L = np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0))
-    mu = fam.mean_np(eta) * (n if fam.name == "binomial" else 1.0)
+    mu = fam.inverse_link(eta) * (n if fam.name == "binomial" else 1.0)
     return pack(beta, L, fam.start_dispersion(y, mu), s)
 
 

@@ -15,27 +15,13 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import gammaln, log_ndtr, ndtr
+from jax.scipy.special import gammaln, log_ndtr
 from scipy import special
 
 from .errors import GLMMInputError
 
-LINKS = ("logit", "probit", "cloglog", "log", "identity")
-
 
 def _inverse_link(link: str, eta):
-    if link == "logit":
-        return 1.0 / (1.0 + jnp.exp(-eta))
-    if link == "probit":
-        return ndtr(eta)
-    if link == "cloglog":
-        return -jnp.expm1(-jnp.exp(eta))
-    if link == "log":
-        return jnp.exp(eta)
-    return eta
-
-
-def _mean_np(link: str, eta):
     eta = np.asarray(eta, dtype=float)
     if link == "logit":
         return special.expit(eta)
@@ -85,16 +71,13 @@ class Family:
     def has_dispersion(self) -> bool:
         return self.dispersion_name is not None
 
-    def inverse_link(self, eta):
-        return _inverse_link(self.link, eta)
-
     def link_fn(self, mu):
         """Link function on NumPy arrays (used for starting values)."""
         return _link(self.link, mu)
 
-    def mean_np(self, eta):
-        """Inverse link on NumPy arrays."""
-        return _mean_np(self.link, eta)
+    def inverse_link(self, eta):
+        """Inverse link (the conditional mean) on NumPy arrays."""
+        return _inverse_link(self.link, eta)
 
     def logpdf(self, y, eta, trials, log_phi):  # pragma: no cover - abstract
         """Log density less ``log_const`` (JAX, elementwise)."""
@@ -112,8 +95,6 @@ class Family:
         """Starting value of the log dispersion parameter."""
         return 0.0
 
-    def dispersion_from_log(self, log_phi: float) -> float:
-        return float(np.exp(log_phi))
 
 
 def _not_count(y):

@@ -117,9 +117,6 @@ class Structure:
     def n_cov(self) -> int:
         return self.q * (self.q + 1) // 2
 
-    @property
-    def n_theta(self) -> int:
-        return self.p + self.n_cov + int(self.family.has_dispersion)
 
 
 def gh_rule(nagq: int, q: int) -> tuple[np.ndarray, np.ndarray]:
