@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -13,6 +13,7 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
 from .families import Family, get_family
@@ -20,7 +21,7 @@ from .formula import parse_formula
 from .laplace import ClusterData, Structure, cluster_arrays, make_layout
 from .objective import modes, pack, unpack_np
 from .optimize import COMPILER_OPTIONS, lbfgs_fit, newton_fit, value_grad_hess
-from .results import GLMMResult
+from .results import GLMMResult, TermFit
 
 MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
 SINGULAR_TOL = 1e-4  # relative size of a Cholesky diagonal below which a fit is singular
@@ -37,14 +38,17 @@ class Model:
 
     formula: str
     frame: ModelFrame
-    structure: Structure
-    data: ClusterData
+    structure: Structure | MultiStructure
+    data: ClusterData | MultiData
 
     @property
     def theta_names(self) -> list[str]:
-        s, z = self.structure, self.frame.groups[0].z_names
+        s = self.structure
         names = list(self.frame.x_names)
-        names += [f"L[{z[i]},{z[j]}]" for i, j in zip(*np.tril_indices(s.q), strict=True)]
+        for g in self.frame.groups:
+            z, q = g.z_names, len(g.z_names)
+            names += [f"L_{g.name}[{z[i]},{z[j]}]"
+                      for i, j in zip(*np.tril_indices(q), strict=True)]
         if s.family.has_dispersion:
             names.append(f"log({s.family.dispersion_name})")
         return names
@@ -64,8 +68,15 @@ class Model:
 
 @partial(jax.jit, static_argnames="s", compiler_options=COMPILER_OPTIONS)
 def _vgh(theta, data, s):
-    u, _ = modes(theta, jnp.zeros((s.n_groups, s.q)), data, s)
+    u, _ = modes(theta, zero_modes(s), data, s)
     return value_grad_hess(theta, u, data, s)
+
+
+def zero_modes(s):
+    """Starting conditional modes: zeros, [J, q] (a list per term for several terms)."""
+    if isinstance(s, MultiStructure):
+        return [jnp.zeros((J, q)) for q, J in zip(s.qs, s.Js, strict=True)]
+    return jnp.zeros((s.n_groups, s.q))
 
 
 def build_model(
@@ -82,17 +93,21 @@ def build_model(
         raise GLMMInputError(f"nagq must be a positive integer, not {nagq!r}")
     spec = parse_formula(formula)
     frame = build_frame(spec, data, fam)
+    for g in frame.groups:
+        if len(g.levels) * len(g.z_names) >= len(frame.y) and fam.has_dispersion:
+            raise GLMMInputError(
+                f"{len(g.levels) * len(g.z_names)} random effects in {g.term} for "
+                f"{len(frame.y)} observations: the random effects and the residual variance "
+                "are not identifiable"
+            )
+    if len(frame.groups) > 1:
+        return _build_multi(spec.formula, frame, fam, int(nagq))
     grouping = frame.groups[0]
     q = grouping.Z.shape[1]
     if nagq**q > MAX_QUADRATURE_NODES:
         raise GLMMInputError(
             f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
             f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
-        )
-    if len(grouping.levels) * q >= len(frame.y) and fam.has_dispersion:
-        raise GLMMInputError(
-            f"{len(grouping.levels) * q} random effects for {len(frame.y)} observations: "
-            "the random effects and the residual variance are not identifiable"
         )
     s = Structure(fam, frame.X.shape[1], q, len(grouping.levels), int(nagq))
     layout = make_layout(grouping.codes, len(grouping.levels))
@@ -103,6 +118,30 @@ def build_model(
     n_chunks = -(-len(layout.chunk_group) // len(devices)) * len(devices)
     arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups)
     return Model(spec.formula, frame, s, place(arrays, devices))
+
+
+def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int) -> Model:
+    """Several random terms: joint Laplace (crossed.py); the term with the most effects
+    comes first (it is eliminated), as lme4 orders terms by their number of levels."""
+    if nagq != 1:
+        raise GLMMInputError(
+            f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single random term; "
+            f"this model has {len(frame.groups)} (use nagq=1, the Laplace approximation)"
+        )
+    groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
+    frame = replace(frame, groups=tuple(groups))
+    qs = tuple(len(g.z_names) for g in groups)
+    Js = tuple(len(g.levels) for g in groups)
+    s = MultiStructure(fam, frame.X.shape[1], qs, Js)
+    codes = [g.codes for g in groups]
+    arrays = MultiData(
+        X=frame.X, y=frame.y, trials=frame.trials, offset=frame.offset,
+        weights=np.ones(len(frame.y)),
+        terms=tuple(TermData(g.Z, g.codes.astype(np.int32)) for g in groups),
+        rest_cols=rest_columns(codes, qs, Js),
+        log_const=np.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
+    )
+    return Model(formula, frame, s, jax.tree.map(jnp.asarray, arrays))
 
 
 def place(arrays: ClusterData, devices) -> ClusterData:
@@ -162,7 +201,7 @@ def fit(
     """
     model = build_model(formula, data, family, link, nagq, devices)
     s = model.structure
-    out = newton_fit(jnp.asarray(model.start()), jnp.zeros((s.n_groups, s.q)), model.data, s,
+    out = newton_fit(jnp.asarray(model.start()), zero_modes(s), model.data, s,
                      max_iter=max_iter)
     notes = ()
     if not bool(out.converged):
@@ -201,8 +240,11 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         beta = np.zeros(0)
     eta = X @ beta + frame.offset
     scale = float(np.std(z - eta)) if fam.name == "gaussian" else 1.0
-    rms = np.sqrt(np.mean(frame.groups[0].Z ** 2, axis=0))
-    L = np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0))
+    Ls = []
+    for g in frame.groups:
+        rms = np.sqrt(np.mean(g.Z**2, axis=0))
+        Ls.append(np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0)))
+    L = Ls if isinstance(s, MultiStructure) else Ls[0]
     mu = fam.inverse_link(eta) * (n if fam.name == "binomial" else 1.0)
     return pack(beta, L, fam.start_dispersion(y, mu), s)
 
@@ -212,14 +254,20 @@ def _least_squares(X, z):
     return np.linalg.solve(X.T @ X, X.T @ z)
 
 
-def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out,
+def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
             notes: tuple[str, ...] = ()) -> GLMMResult:
     theta = np.asarray(out.theta)
     beta, L, log_phi = unpack_np(theta, s)
-    # flip columns of L so its diagonal is non-negative (the likelihood is unchanged)
-    signs = np.where(np.diag(L) < 0, -1.0, 1.0)
-    L = L * signs
-    u = np.asarray(out.u) * signs
+    several = isinstance(s, MultiStructure)
+    Ls, us, covs = (L, out.u, out.u_cov) if several else ([L], [out.u], [out.u_cov])
+    terms = []
+    for Lk, uk, ck, g in zip(Ls, us, covs, frame.groups, strict=True):
+        # b = L u; its conditional covariance is L cov(u) L^T. The diagonal of L is reported
+        # non-negative (flipping a column of L and of u leaves the likelihood unchanged).
+        Lk, uk, ck = np.asarray(Lk), np.asarray(uk), np.asarray(ck)
+        b, b_cov = uk @ Lk.T, np.einsum("ab,jbc,dc->jad", Lk, ck, Lk)
+        terms.append(TermFit(g.name, g.z_names, g.levels, Lk * np.where(np.diag(Lk) < 0, -1, 1),
+                             b, b_cov))
     H = np.asarray(out.hess)
     messages = list(notes)
     converged = bool(out.converged) and np.all(np.isfinite(theta))
@@ -241,20 +289,16 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s: Structure, out,
     if not converged:
         warnings.warn(f"{formula}: {messages[-1]}", ConvergenceWarning, stacklevel=3)
     scale = float(np.exp(log_phi)) if fam.name == "gaussian" else 1.0
-    singular = bool(np.any(np.abs(np.diag(L)) < SINGULAR_TOL * scale))
+    singular = any(np.any(np.abs(np.diag(t.L)) < SINGULAR_TOL * scale) for t in terms)
     if singular:
         messages.append("boundary (singular) fit: see result.varcorr")
         warnings.warn(f"{formula}: boundary (singular) fit: a random-effect variance is "
                       "estimated as ~0 or a correlation as ~±1", SingularFitWarning, stacklevel=3)
-    inv_negH = np.linalg.inv(np.asarray(out.cond_negH))  # in the unflipped u coordinates
-    L0 = L * signs
-    b_cov = np.einsum("ab,jbc,dc->jad", L0, inv_negH, L0)
-    g = frame.groups[0]
     return GLMMResult(
         formula=formula, family=fam, nagq=s.nagq, nobs=len(frame.y), x_names=frame.x_names,
-        z_names=g.z_names, group_name=g.name, levels=g.levels, beta=beta, L=L,
+        terms=tuple(terms), beta=beta,
         dispersion=float(np.exp(log_phi)) if fam.has_dispersion else None,
-        theta=theta, cov_theta=cov_theta, loglik=-float(out.f), b=u @ L.T, b_cov=b_cov,
+        theta=theta, cov_theta=cov_theta, loglik=-float(out.f),
         converged=converged, n_iter=int(out.n_iter), singular=singular,
         messages=tuple(messages), n_dropped=frame.n_dropped, aliased=frame.aliased,
     )

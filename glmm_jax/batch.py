@@ -217,7 +217,7 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
             frame = frames[i]
             Jd = len(frame.groups[0].levels)
             one = jax.tree.map(lambda a, j=j: a[j], res)
-            one = one._replace(u=one.u[:Jd], cond_negH=one.cond_negH[:Jd])
+            one = one._replace(u=one.u[:Jd], u_cov=one.u_cov[:Jd])
             sd = Structure(fam, p, q, Jd, nagq)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -71,12 +71,17 @@ def _formula_names(rhs: str) -> set[str]:
 
 
 def _group_columns(group: str) -> list[str]:
-    if "/" in group:
-        raise GLMMInputError(
-            f"nested grouping '{group}' needs several random terms, which this version does "
-            "not fit yet; use one grouping factor such as (1 | a:b)"
-        )
-    return group.split(":")
+    return [c for part in group.split("/") for c in part.split(":")]
+
+
+def expand_terms(terms) -> list[RandomTerm]:
+    """Nested grouping as in lme4: (e | a/b) is (e | a) + (e | b:a)."""
+    out = []
+    for t in terms:
+        parts = t.group.split("/")
+        for i in range(len(parts)):
+            out.append(RandomTerm(t.expr, ":".join(reversed(parts[: i + 1])), t.correlated))
+    return out
 
 
 def _row(index: pd.Index, i: int) -> str:
@@ -216,7 +221,8 @@ def _drop_aliased(X: np.ndarray, names: tuple[str, ...]):
     return X[:, ~bad], tuple(n for n, b in zip(names, bad, strict=True) if not b), aliased
 
 
-def _grouping(term: RandomTerm, df: pd.DataFrame) -> GroupingFactor:
+def _grouping(term: RandomTerm, df: pd.DataFrame) -> list[GroupingFactor]:
+    """The grouping factor(s) of a term: one, or one per column for ``||``."""
     cols = _group_columns(term.group)
     for c in cols:
         v = df[c]
@@ -243,7 +249,10 @@ def _grouping(term: RandomTerm, df: pd.DataFrame) -> GroupingFactor:
     Z, z_names = _model_matrix(term.expr, df, f"random-effects design of {term}")
     if Z.shape[1] == 0:
         raise GLMMInputError(f"random term {term} has no columns")
-    return GroupingFactor(term.group, term, codes, levels, Z, z_names)
+    if term.correlated:
+        return [GroupingFactor(term.group, term, codes, levels, Z, z_names)]
+    return [GroupingFactor(term.group, term, codes, levels, Z[:, [k]], (n,))
+            for k, n in enumerate(z_names)]
 
 
 def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFrame:
@@ -255,11 +264,6 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFra
     if not spec.random:
         raise GLMMInputError("the formula has no random term such as (1 | group); "
                              "for a model without random effects use a GLM")
-    if len(spec.random) > 1:
-        raise GLMMInputError(
-            f"this version fits one random term; the formula has {len(spec.random)}: "
-            + ", ".join(map(str, spec.random))
-        )
     needed: dict[str, set[str]] = {
         "the response": set().union(*(_expr_names(e) for e in spec.response)),
         "the fixed effects": _formula_names(spec.fixed),
@@ -297,7 +301,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFra
     offset = np.zeros(len(df))
     for o in spec.offsets:
         offset += _numeric(_evaluate(o, df, "offset"), f"offset({o})")
-    groups = tuple(_grouping(t, df) for t in spec.random)
+    groups = tuple(g for t in expand_terms(spec.random) for g in _grouping(t, df))
     return ModelFrame(X, x_names, y, trials, offset, groups, response_name, df.index,
                       n_dropped, aliased)
 

@@ -11,41 +11,80 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .laplace import ClusterData, Structure, fixed_eta, solve_modes, total_loglik
+from . import crossed, smallmat
+from .crossed import MultiStructure
+from .laplace import fixed_eta, grad_negHess, solve_modes, total_loglik
 
 
-def unpack(theta, s: Structure):
-    """Split theta into beta [p], L [q, q] (lower triangular) and log dispersion."""
+def _Ls(flat, qs, dtype=None, xp=jnp):
+    """Lower-triangular factors from their concatenated row-wise lower triangles."""
+    out, i = [], 0
+    for q in qs:
+        rows, cols = np.tril_indices(q)
+        k = q * (q + 1) // 2
+        if xp is jnp:
+            out.append(jnp.zeros((q, q), dtype).at[rows, cols].set(flat[i : i + k]))
+        else:
+            L = np.zeros((q, q))
+            L[rows, cols] = flat[i : i + k]
+            out.append(L)
+        i += k
+    return out
+
+
+def _qs(s):
+    return s.qs if isinstance(s, MultiStructure) else (s.q,)
+
+
+def unpack(theta, s):
+    """Split theta into beta [p], L (one [q, q] factor, or a list for several terms) and
+    the log dispersion."""
     beta = theta[: s.p]
-    rows, cols = np.tril_indices(s.q)
-    L = jnp.zeros((s.q, s.q), theta.dtype).at[rows, cols].set(theta[s.p : s.p + s.n_cov])
+    Ls = _Ls(theta[s.p : s.p + s.n_cov], _qs(s), theta.dtype)
     log_phi = theta[s.p + s.n_cov] if s.family.has_dispersion else jnp.zeros((), theta.dtype)
-    return beta, L, log_phi
+    return beta, (Ls if isinstance(s, MultiStructure) else Ls[0]), log_phi
 
 
-def unpack_np(theta: np.ndarray, s: Structure):
+def unpack_np(theta: np.ndarray, s):
     """:func:`unpack` in NumPy (for results, without dispatching JAX operations)."""
-    L = np.zeros((s.q, s.q))
-    L[np.tril_indices(s.q)] = theta[s.p : s.p + s.n_cov]
+    Ls = _Ls(theta[s.p : s.p + s.n_cov], _qs(s), xp=np)
     log_phi = theta[s.p + s.n_cov] if s.family.has_dispersion else 0.0
-    return theta[: s.p].copy(), L, float(log_phi)
+    return theta[: s.p].copy(), (Ls if isinstance(s, MultiStructure) else Ls[0]), float(log_phi)
 
 
-def pack(beta, L, log_phi, s: Structure) -> np.ndarray:
+def pack(beta, L, log_phi, s) -> np.ndarray:
     """Inverse of :func:`unpack` (NumPy)."""
-    parts = [np.asarray(beta, float), np.asarray(L, float)[np.tril_indices(s.q)]]
+    Ls = L if isinstance(s, MultiStructure) else [L]
+    parts = [np.asarray(beta, float)]
+    parts += [np.asarray(Lk, float)[np.tril_indices(len(Lk))] for Lk in Ls]
     if s.family.has_dispersion:
         parts.append(np.atleast_1d(float(log_phi)))
     return np.concatenate(parts)
 
 
-def modes(theta, u0, data: ClusterData, s: Structure):
-    """Conditional modes u_hat(theta) [J, q], started from u0; and the Newton iterations used."""
+def modes(theta, u0, data, s):
+    """Conditional modes u_hat(theta), started from u0; and the Newton iterations used."""
     beta, L, log_phi = unpack(theta, s)
+    if isinstance(s, MultiStructure):
+        return crossed.solve_modes(u0, data.X @ beta + data.offset, L, log_phi, data, s)
     return solve_modes(u0, fixed_eta(beta, data), L, log_phi, data, s)
 
 
-def negloglik(theta, u_hat, data: ClusterData, s: Structure):
+def negloglik(theta, u_hat, data, s):
     """-log L(theta) by Laplace/AGHQ, given converged modes u_hat (exact derivatives)."""
     beta, L, log_phi = unpack(theta, s)
+    if isinstance(s, MultiStructure):
+        return -crossed.loglik(beta, L, log_phi, u_hat, data, s)
     return -total_loglik(beta, L, log_phi, u_hat, data, s)
+
+
+def u_covariance(theta, u_hat, data, s):
+    """Conditional covariance of u given y at theta: [J, q, q] blocks (a list per term
+    for several terms); the diagonal blocks of (-H)^{-1}."""
+    beta, L, log_phi = unpack(theta, s)
+    if isinstance(s, MultiStructure):
+        _, _, nh = crossed.grad_negHess(u_hat, data.X @ beta + data.offset, L, log_phi,
+                                        data, s)
+        return crossed.inverse_blocks(nh, s)
+    _, _, negH = grad_negHess(u_hat, fixed_eta(beta, data), L, log_phi, data, s)
+    return smallmat.inverse(negH)

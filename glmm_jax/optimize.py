@@ -12,8 +12,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .laplace import MAX_INNER_ITER, ClusterData, Structure, fixed_eta, grad_negHess
-from .objective import modes, negloglik, unpack
+from .laplace import MAX_INNER_ITER, ClusterData, Structure
+from .objective import modes, negloglik, u_covariance
 
 # XLA:CPU offloads small contractions to XNNPACK ("ynn" fusions); on the row-level sums
 # here that made the Hessian 3-4x slower (measured: 137 ms -> 34 ms, 100k rows), so it is
@@ -27,7 +27,7 @@ class NewtonResult(NamedTuple):
     f: jax.Array  # -log L
     grad: jax.Array
     hess: jax.Array
-    cond_negH: jax.Array  # [J, q, q] -Hessian of each cluster's log-integrand at its mode
+    u_cov: jax.Array  # conditional covariances of u at the mode (objective.u_covariance)
     n_iter: jax.Array
     converged: jax.Array
     line_search_failed: jax.Array
@@ -109,9 +109,8 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
                   jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False),
                   jnp.asarray(True))
     st = jax.lax.while_loop(cond, body, init)
-    beta, L, log_phi = unpack(st.theta, s)
-    _, _, negH = grad_negHess(st.u, fixed_eta(beta, data), L, log_phi, data, s)
-    return NewtonResult(st.theta, st.u, st.f, st.g, st.H, negH, st.n_iter, st.converged,
+    u_cov = u_covariance(st.theta, st.u, data, s)
+    return NewtonResult(st.theta, st.u, st.f, st.g, st.H, u_cov, st.n_iter, st.converged,
                         st.failed, st.inner_ok)
 
 

@@ -12,6 +12,22 @@ from .families import Family
 
 
 @dataclass(frozen=True)
+class TermFit:
+    """One random-effect term's estimates: covariance factor and conditional modes."""
+
+    group: str  # grouping factor, e.g. "herd" or "hospital:ward"
+    z_names: tuple[str, ...]
+    levels: pd.Index
+    L: np.ndarray  # lower Cholesky factor of the covariance G = L L^T
+    b: np.ndarray  # [J, q] conditional modes
+    b_cov: np.ndarray  # [J, q, q] conditional covariances
+
+    @property
+    def G(self) -> np.ndarray:
+        return self.L @ self.L.T
+
+
+@dataclass(frozen=True)
 class GLMMResult:
     """A fitted GLMM. Tables are returned as new pandas objects on every access."""
 
@@ -20,17 +36,12 @@ class GLMMResult:
     nagq: int
     nobs: int
     x_names: tuple[str, ...]
-    z_names: tuple[str, ...]
-    group_name: str
-    levels: pd.Index
+    terms: tuple[TermFit, ...]
     beta: np.ndarray
-    L: np.ndarray  # lower Cholesky factor of the random-effects covariance G = L L^T
     dispersion: float | None  # sigma (Gaussian), shape (Gamma), theta (NB); None otherwise
     theta: np.ndarray  # optimizer parameter vector
     cov_theta: np.ndarray  # inverse Hessian of -loglik in theta
     loglik: float
-    b: np.ndarray  # [J, q] conditional modes of the random effects
-    b_cov: np.ndarray  # [J, q, q] their conditional covariances
     converged: bool
     n_iter: int
     singular: bool
@@ -42,8 +53,8 @@ class GLMMResult:
     @property
     def df_model(self) -> int:
         """Number of estimated parameters (fixed effects, covariance, dispersion)."""
-        q = len(self.z_names)
-        return len(self.x_names) + q * (q + 1) // 2 + int(self.dispersion is not None)
+        n_cov = sum(len(t.z_names) * (len(t.z_names) + 1) // 2 for t in self.terms)
+        return len(self.x_names) + n_cov + int(self.dispersion is not None)
 
     @property
     def aic(self) -> float:
@@ -92,10 +103,15 @@ class GLMMResult:
         return pd.DataFrame({"estimate": est, "se": se, "z": z,
                              "p": 2.0 * stats.norm.sf(np.abs(z))})
 
-    @property
-    def G(self) -> np.ndarray:
-        """Random-effects covariance matrix."""
-        return self.L @ self.L.T
+    def _term_labels(self) -> list[str]:
+        """Group labels for varcorr: repeated grouping factors get .1, .2 (as lme4)."""
+        seen: dict[str, int] = {}
+        out = []
+        for t in self.terms:
+            k = seen.get(t.group, 0)
+            seen[t.group] = k + 1
+            out.append(t.group if k == 0 else f"{t.group}.{k}")
+        return out
 
     @property
     def varcorr(self) -> pd.DataFrame:
@@ -104,25 +120,32 @@ class GLMMResult:
         Columns: group, term1, term2, variance, sd, corr. A row with term2 set holds the
         covariance (in ``variance``) and correlation of term1 and term2.
         """
-        G, names, rows = self.G, self.z_names, []
-        sd = np.sqrt(np.diag(G))
-        for i, n in enumerate(names):
-            rows.append((self.group_name, n, None, G[i, i], sd[i], np.nan))
-        for i in range(len(names)):
-            for j in range(i + 1, len(names)):
-                corr = G[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
-                rows.append((self.group_name, names[i], names[j], G[i, j], np.nan, corr))
+        rows = []
+        for label, t in zip(self._term_labels(), self.terms, strict=True):
+            G, names = t.G, t.z_names
+            sd = np.sqrt(np.diag(G))
+            for i, n in enumerate(names):
+                rows.append((label, n, None, G[i, i], sd[i], np.nan))
+            for i in range(len(names)):
+                for j in range(i + 1, len(names)):
+                    corr = G[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    rows.append((label, names[i], names[j], G[i, j], np.nan, corr))
         if self.family.name == "gaussian":
             rows.append(("Residual", None, None, self.sigma**2, self.sigma, np.nan))
         return pd.DataFrame(rows, columns=["group", "term1", "term2", "variance", "sd", "corr"])
 
     @property
     def ranef(self) -> dict[str, pd.DataFrame]:
-        """Conditional modes per level, with conditional SDs in ``condsd <term>`` columns."""
-        sd = np.sqrt(np.diagonal(self.b_cov, axis1=1, axis2=2))
-        cols = {n: self.b[:, k] for k, n in enumerate(self.z_names)}
-        cols.update({f"condsd {n}": sd[:, k] for k, n in enumerate(self.z_names)})
-        return {self.group_name: pd.DataFrame(cols, index=self.levels.copy())}
+        """Conditional modes per level, with conditional SDs in ``condsd <term>`` columns;
+        terms of the same grouping factor (as from ``||``) share one table."""
+        out: dict[str, pd.DataFrame] = {}
+        for t in self.terms:
+            sd = np.sqrt(np.diagonal(t.b_cov, axis1=1, axis2=2))
+            cols = {n: t.b[:, k] for k, n in enumerate(t.z_names)}
+            cols.update({f"condsd {n}": sd[:, k] for k, n in enumerate(t.z_names)})
+            df = pd.DataFrame(cols, index=t.levels.copy())
+            out[t.group] = out[t.group].join(df) if t.group in out else df
+        return out
 
     # ---- printing --------------------------------------------------------------
     def summary(self) -> str:
@@ -148,7 +171,9 @@ class GLMMResult:
                 i = tab.index[(tab.Name == r.term2) & (tab.Groups == r.group)][0]
                 tab.loc[i, "Corr"] = (tab.loc[i, "Corr"] + f" {r['corr']:.2f}").strip()
         out += [tab.to_string(index=False), ""]
-        out.append(f"Number of obs: {self.nobs}, groups:  {self.group_name}, {len(self.levels)}")
+        groups = dict.fromkeys((t.group, len(t.levels)) for t in self.terms)
+        out.append(f"Number of obs: {self.nobs}, groups:  "
+                   + "; ".join(f"{g}, {n}" for g, n in groups))
         if self.dispersion is not None and self.family.name != "gaussian":
             out.append(f"Dispersion parameter ({self.family.dispersion_name}): "
                        f"{self.dispersion:.4g}")

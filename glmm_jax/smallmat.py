@@ -49,3 +49,10 @@ def chol_solve(A, b):
     """Solve A x = b for positive definite A [..., q, q], b [..., q]."""
     C = cholesky(A)
     return solve_upper_t(C, solve_lower(C, b))
+
+
+def inverse(A):
+    """A^{-1} for positive definite A [..., q, q]."""
+    q = A.shape[-1]
+    eye = jnp.broadcast_to(jnp.eye(q), A.shape)
+    return jnp.stack([chol_solve(A, eye[..., k]) for k in range(q)], axis=-1)
