@@ -24,7 +24,7 @@ import numpy as np
 
 from . import smallmat
 from .families import Family
-from .laplace import MAX_INNER_ITER
+from .laplace import MAX_INNER_ITER, row_derivs
 
 
 class TermData(NamedTuple):
@@ -74,17 +74,6 @@ def rest_columns(codes: list[np.ndarray], qs: tuple[int, ...], Js: tuple[int, ..
     return np.concatenate(cols, axis=1).astype(np.int32) if cols else np.zeros((n, 0), np.int32)
 
 
-def _row_derivs(eta, data: MultiData, log_phi, family: Family):
-    def f(e):
-        return data.weights * family.logpdf(data.y, e, data.trials, log_phi)
-
-    def df(e):
-        return jax.jvp(f, (e,), (jnp.ones_like(e),))
-
-    (ll, d1), (_, d2) = jax.jvp(df, (eta,), (jnp.ones_like(eta),))
-    return ll, d1, d2
-
-
 def _row_vectors(Ls, data: MultiData):
     """v_ik = L_k^T z_ik for every term: list of [n, q_k]."""
     return [t.Z @ L for t, L in zip(data.terms, Ls, strict=True)]
@@ -111,7 +100,7 @@ class NegHess(NamedTuple):
 
 def grad_negHess(u, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
     """h, its gradient (list per term) and the blocks of -Hessian, at u."""
-    ll, d1, d2 = _row_derivs(_eta(u, eta0, Ls, data), data, log_phi, s.family)
+    ll, d1, d2 = row_derivs(_eta(u, eta0, Ls, data), data, log_phi, s.family)
     h = jnp.sum(ll) - 0.5 * sum(jnp.sum(uk * uk) for uk in u)
     v = _row_vectors(Ls, data)
     g = [jax.ops.segment_sum(d1[:, None] * vk, t.codes, num_segments=J) - uk

@@ -132,8 +132,11 @@ def gh_rule(nagq: int, q: int) -> tuple[np.ndarray, np.ndarray]:
     return t1[idx], lw1[idx].sum(axis=1)
 
 
-def _row_derivs(eta, data: ClusterData, log_phi, family: Family):
-    """Weighted log density per row and its first two derivatives in eta (autodiff)."""
+def row_derivs(eta, data, log_phi, family: Family):
+    """Weighted log density per row and its first two derivatives in eta (autodiff).
+
+    ``data`` is any record with ``y``, ``trials`` and ``weights`` arrays.
+    """
 
     def f(e):
         return data.weights * family.logpdf(data.y, e, data.trials, log_phi)
@@ -169,7 +172,7 @@ def cluster_logh(u, eta0, L, log_phi, data: ClusterData, s: Structure):
 
 def grad_negHess(u, eta0, L, log_phi, data: ClusterData, s: Structure):
     """Per-cluster h_j, its gradient [J, q] and negative Hessian [J, q, q] in u."""
-    ll, d1, d2 = _row_derivs(_eta(u, eta0, L, data), data, log_phi, s.family)
+    ll, d1, d2 = row_derivs(_eta(u, eta0, L, data), data, log_phi, s.family)
     Z = data.Z
     h = _segsum(jnp.sum(ll, axis=1), data, s.n_groups)
     h = h - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * s.q * LOG_2PI
