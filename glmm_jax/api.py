@@ -44,7 +44,7 @@ class Model:
     @property
     def theta_names(self) -> list[str]:
         s = self.structure
-        names = list(self.frame.x_names)
+        names = [] if getattr(s, "reml", False) else list(self.frame.x_names)
         for g in self.frame.groups:
             z, q = g.z_names, len(g.z_names)
             names += [f"L_{g.name}[{z[i]},{z[j]}]"
@@ -86,9 +86,13 @@ def build_model(
     link: str | None = None,
     nagq: int = 1,
     devices=None,
+    reml: bool | None = None,
 ) -> Model:
     """Parse, validate and lay out a model without fitting it (arguments as in :func:`fit`)."""
     fam = get_family(family, link)
+    reml = fam.name == "gaussian" if reml is None else bool(reml)
+    if reml and fam.name != "gaussian":
+        raise GLMMInputError(f"reml=True is available for the gaussian family, not {fam.name!r}")
     if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)) or nagq < 1:
         raise GLMMInputError(f"nagq must be a positive integer, not {nagq!r}")
     spec = parse_formula(formula)
@@ -100,8 +104,8 @@ def build_model(
                 f"{len(frame.y)} observations: the random effects and the residual variance "
                 "are not identifiable"
             )
-    if len(frame.groups) > 1:
-        return _build_multi(spec.formula, frame, fam, int(nagq))
+    if len(frame.groups) > 1 or reml:
+        return _build_multi(spec.formula, frame, fam, int(nagq), reml)
     grouping = frame.groups[0]
     q = grouping.Z.shape[1]
     if nagq**q > MAX_QUADRATURE_NODES:
@@ -120,9 +124,11 @@ def build_model(
     return Model(spec.formula, frame, s, place(arrays, devices))
 
 
-def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int) -> Model:
-    """Several random terms: joint Laplace (crossed.py); the term with the most effects
-    comes first (it is eliminated), as lme4 orders terms by their number of levels."""
+def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
+                 reml: bool = False) -> Model:
+    """Several random terms (or REML): joint Laplace (crossed.py); the term with the most
+    effects comes first (it is eliminated), as lme4 orders terms by their number of levels;
+    under REML the fixed effects are a last pseudo-term with a flat prior."""
     if nagq != 1:
         raise GLMMInputError(
             f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single random term; "
@@ -130,15 +136,16 @@ def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int) -> Mod
         )
     groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
     frame = replace(frame, groups=tuple(groups))
-    qs = tuple(len(g.z_names) for g in groups)
-    Js = tuple(len(g.levels) for g in groups)
-    s = MultiStructure(fam, frame.X.shape[1], qs, Js)
-    codes = [g.codes for g in groups]
+    p = frame.X.shape[1]
+    terms = [(g.Z, g.codes) for g in groups] + [(frame.X, np.zeros(len(frame.y), int))] * reml
+    qs = tuple(Z.shape[1] for Z, _ in terms)
+    Js = tuple(len(g.levels) for g in groups) + (1,) * reml
+    s = MultiStructure(fam, p, qs, Js, reml=reml)
     arrays = MultiData(
         X=frame.X, y=frame.y, trials=frame.trials, offset=frame.offset,
         weights=np.ones(len(frame.y)),
-        terms=tuple(TermData(g.Z, g.codes.astype(np.int32)) for g in groups),
-        rest_cols=rest_columns(codes, qs, Js),
+        terms=tuple(TermData(Z, c.astype(np.int32)) for Z, c in terms),
+        rest_cols=rest_columns([c for _, c in terms], qs, Js),
         log_const=np.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
     )
     return Model(formula, frame, s, jax.tree.map(jnp.asarray, arrays))
@@ -170,6 +177,7 @@ def fit(
     *,
     max_iter: int = 100,
     devices=None,
+    reml: bool | None = None,
 ) -> GLMMResult:
     """Fit a generalized linear mixed model by maximum likelihood.
 
@@ -183,6 +191,9 @@ def fit(
       nagq: 1 for the Laplace approximation, > 1 for adaptive Gauss-Hermite quadrature
         with ``nagq`` nodes per random-effect dimension (``nagq**q`` per cluster, at most
         ``MAX_QUADRATURE_NODES``).
+      reml: restricted maximum likelihood (Gaussian only; default True for Gaussian models,
+        as in lmer): the fixed effects are integrated out of the likelihood that is
+        maximized, and ``loglik`` is the restricted log-likelihood.
       devices: JAX devices to spread the data over (clusters' row chunks are sharded
         across them with ``jax.sharding``); default: all devices of the default backend.
       max_iter: maximum outer Newton iterations. If Newton has not converged by then, an
@@ -199,7 +210,7 @@ def fit(
     >>> round(res.loglik, 3)
     -92.026
     """
-    model = build_model(formula, data, family, link, nagq, devices)
+    model = build_model(formula, data, family, link, nagq, devices, reml)
     s = model.structure
     out = newton_fit(jnp.asarray(model.start()), zero_modes(s), model.data, s,
                      max_iter=max_iter)
@@ -254,33 +265,44 @@ def _least_squares(X, z):
     return np.linalg.solve(X.T @ X, X.T @ z)
 
 
+def _inverse_hessian(H: np.ndarray, messages: list) -> np.ndarray:
+    try:
+        cov = np.linalg.inv(H)
+        if np.any(np.diag(cov) < 0):
+            raise np.linalg.LinAlgError
+        return cov
+    except np.linalg.LinAlgError:
+        messages.append("Hessian of -logLik is not positive definite: standard errors are NaN")
+        return np.full_like(H, np.nan)
+
+
 def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
             notes: tuple[str, ...] = ()) -> GLMMResult:
     theta = np.asarray(out.theta)
     beta, L, log_phi = unpack_np(theta, s)
     several = isinstance(s, MultiStructure)
     Ls, us, covs = (L, out.u, out.u_cov) if several else ([L], [out.u], [out.u_cov])
+    H = np.asarray(out.hess)
+    messages = list(notes)
+    cov_theta = _inverse_hessian(H, messages)
+    reml = several and s.reml
+    if reml:  # the fixed effects are the modes of the last pseudo-term
+        beta = np.asarray(us[-1])[0]
+        beta_cov = np.asarray(covs[-1])[0]
+    else:
+        beta_cov = cov_theta[: len(beta), : len(beta)]
     terms = []
-    for Lk, uk, ck, g in zip(Ls, us, covs, frame.groups, strict=True):
+    for Lk, uk, ck, g in zip(Ls, us, covs, frame.groups, strict=False):
         # b = L u; its conditional covariance is L cov(u) L^T. The diagonal of L is reported
         # non-negative (flipping a column of L and of u leaves the likelihood unchanged).
         Lk, uk, ck = np.asarray(Lk), np.asarray(uk), np.asarray(ck)
         b, b_cov = uk @ Lk.T, np.einsum("ab,jbc,dc->jad", Lk, ck, Lk)
         terms.append(TermFit(g.name, g.z_names, g.levels, Lk * np.where(np.diag(Lk) < 0, -1, 1),
                              b, b_cov))
-    H = np.asarray(out.hess)
-    messages = list(notes)
     converged = bool(out.converged) and np.all(np.isfinite(theta))
     if not bool(out.inner_converged):
         converged = False
         messages.append("the conditional modes did not converge at the final estimates")
-    try:
-        cov_theta = np.linalg.inv(H)
-        if np.any(np.diag(cov_theta) < 0):
-            raise np.linalg.LinAlgError
-    except np.linalg.LinAlgError:
-        cov_theta = np.full_like(H, np.nan)
-        messages.append("Hessian of -logLik is not positive definite: standard errors are NaN")
     if not bool(out.converged):
         why = "line search failed" if bool(out.line_search_failed) else \
             f"no convergence in {int(out.n_iter)} iterations"
@@ -296,7 +318,7 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
                       "estimated as ~0 or a correlation as ~±1", SingularFitWarning, stacklevel=3)
     return GLMMResult(
         formula=formula, family=fam, nagq=s.nagq, nobs=len(frame.y), x_names=frame.x_names,
-        terms=tuple(terms), beta=beta,
+        terms=tuple(terms), beta=beta, beta_cov=beta_cov, reml=reml,
         dispersion=float(np.exp(log_phi)) if fam.has_dispersion else None,
         theta=theta, cov_theta=cov_theta, loglik=-float(out.f),
         converged=converged, n_iter=int(out.n_iter), singular=singular,

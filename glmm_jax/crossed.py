@@ -10,6 +10,10 @@ is eliminated, leaving a dense Schur complement S = D - B^T A^{-1} B over the ot
 effects (24 for VerbAgg's items, 181 for grouseticks' broods and locations), so that
 solves cost O(J_0 q_0^3 + Q_r^3) and log det(-H) = sum_j log det A_j + log det S.
 Derivatives in theta go exactly through the joint mode (implicit differentiation).
+
+REML (Gaussian): the fixed effects join the random effects as a last pseudo-term with a
+flat prior (Z = X, one level, L = I), so the Laplace approximation integrates them out,
+exactly for a Gaussian response: log L_R = h(u, beta) + (p/2) log 2 pi - log det(-H)/2.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 from . import smallmat
 from .families import Family
-from .laplace import MAX_INNER_ITER, row_derivs
+from .laplace import LOG_2PI, MAX_INNER_ITER, row_derivs
 
 
 class TermData(NamedTuple):
@@ -54,10 +58,27 @@ class MultiStructure:
     qs: tuple[int, ...]
     Js: tuple[int, ...]
     nagq: int = 1
+    reml: bool = False  # the last term is then the fixed effects, with a flat prior
+
+    @property
+    def n_prior(self) -> int:
+        """Number of terms with a N(0, I) prior on u (all but the REML pseudo-term)."""
+        return len(self.qs) - int(self.reml)
+
+    @property
+    def p_theta(self) -> int:
+        """Fixed effects among the optimizer's parameters (none under REML)."""
+        return 0 if self.reml else self.p
 
     @property
     def n_cov(self) -> int:
-        return sum(q * (q + 1) // 2 for q in self.qs)
+        return sum(q * (q + 1) // 2 for q in self.qs[: self.n_prior])
+
+    def prior_mask(self) -> np.ndarray:
+        """[Qr] 1 for the columns of the remaining terms that have a prior, 0 for beta."""
+        sizes = [q * J for q, J in zip(self.qs[1:], self.Js[1:], strict=True)]
+        flags = [1.0] * (len(sizes) - int(self.reml)) + [0.0] * int(self.reml)
+        return np.repeat(flags, sizes) if sizes else np.zeros(0)
 
     @property
     def q_rest(self) -> int:
@@ -86,10 +107,19 @@ def _eta(u, eta0, Ls, data: MultiData):
     return eta
 
 
+def fixed_eta(beta, data: MultiData, s: MultiStructure):
+    """x beta + offset (the offset alone under REML, where beta is among the modes)."""
+    return data.offset if s.reml else data.X @ beta + data.offset
+
+
+def _prior(u, s: MultiStructure):
+    return -0.5 * sum(jnp.sum(uk * uk) for uk in u[: s.n_prior])
+
+
 def log_integrand(u, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
     """h(u): sum of row log densities minus |u|^2/2 (a scalar; constants as in laplace.py)."""
     ll = data.weights * s.family.logpdf(data.y, _eta(u, eta0, Ls, data), data.trials, log_phi)
-    return jnp.sum(ll) - 0.5 * sum(jnp.sum(uk * uk) for uk in u)
+    return jnp.sum(ll) + _prior(u, s)
 
 
 class NegHess(NamedTuple):
@@ -101,10 +131,10 @@ class NegHess(NamedTuple):
 def grad_negHess(u, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
     """h, its gradient (list per term) and the blocks of -Hessian, at u."""
     ll, d1, d2 = row_derivs(_eta(u, eta0, Ls, data), data, log_phi, s.family)
-    h = jnp.sum(ll) - 0.5 * sum(jnp.sum(uk * uk) for uk in u)
+    h = jnp.sum(ll) + _prior(u, s)
     v = _row_vectors(Ls, data)
-    g = [jax.ops.segment_sum(d1[:, None] * vk, t.codes, num_segments=J) - uk
-         for vk, t, J, uk in zip(v, data.terms, s.Js, u, strict=True)]
+    g = [jax.ops.segment_sum(d1[:, None] * vk, t.codes, num_segments=J) - (k < s.n_prior) * uk
+         for k, (vk, t, J, uk) in enumerate(zip(v, data.terms, s.Js, u, strict=True))]
     w = -d2
     c0 = data.terms[0].codes
     A = jnp.eye(s.qs[0]) + jax.ops.segment_sum(
@@ -116,7 +146,7 @@ def grad_negHess(u, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
         B = jnp.zeros((s.Js[0], s.qs[0], Qr), eta0.dtype).at[
             c0[:, None, None], jnp.arange(s.qs[0])[None, :, None], rc[:, None, :]
         ].add(w[:, None, None] * v[0][:, :, None] * vr[:, None, :])
-        D = jnp.eye(Qr).at[rc[:, :, None], rc[:, None, :]].add(
+        D = jnp.diag(jnp.asarray(s.prior_mask())).at[rc[:, :, None], rc[:, None, :]].add(
             w[:, None, None] * vr[:, :, None] * vr[:, None, :])
     else:
         B = jnp.zeros((s.Js[0], s.qs[0], 0), eta0.dtype)
@@ -209,13 +239,14 @@ def _implicit_mode_jvp(s, primals, tangents):
 
 
 def loglik(beta, Ls, log_phi, u_hat, data: MultiData, s: MultiStructure):
-    """Laplace log marginal likelihood with all constants."""
-    eta0 = data.X @ beta + data.offset
+    """Laplace log marginal likelihood with all constants (restricted likelihood if REML)."""
+    eta0 = fixed_eta(beta, data, s)
     u = implicit_mode(u_hat, eta0, Ls, log_phi, data, s)
     h, _, nh = grad_negHess(u, eta0, Ls, log_phi, data, s)
     # h holds -|u|^2/2 but not the prior's -(Q/2) log 2 pi, which cancels the Laplace
     # approximation's +(Q/2) log 2 pi
-    return h - 0.5 * log_det(nh) + data.log_const
+    flat = 0.5 * s.p * LOG_2PI if s.reml else 0.0  # the flat prior has no normalizer
+    return h - 0.5 * log_det(nh) + data.log_const + flat
 
 
 def inverse_blocks(nh: NegHess, s: MultiStructure):

@@ -33,29 +33,40 @@ def _Ls(flat, qs, dtype=None, xp=jnp):
 
 
 def _qs(s):
-    return s.qs if isinstance(s, MultiStructure) else (s.q,)
+    """q of each term whose covariance factor is a parameter."""
+    return s.qs[: s.n_prior] if isinstance(s, MultiStructure) else (s.q,)
+
+
+def _p_theta(s):
+    return s.p_theta if isinstance(s, MultiStructure) else s.p
 
 
 def unpack(theta, s):
     """Split theta into beta [p], L (one [q, q] factor, or a list for several terms) and
     the log dispersion."""
-    beta = theta[: s.p]
-    Ls = _Ls(theta[s.p : s.p + s.n_cov], _qs(s), theta.dtype)
-    log_phi = theta[s.p + s.n_cov] if s.family.has_dispersion else jnp.zeros((), theta.dtype)
-    return beta, (Ls if isinstance(s, MultiStructure) else Ls[0]), log_phi
+    p = _p_theta(s)
+    beta = theta[:p]
+    Ls = _Ls(theta[p : p + s.n_cov], _qs(s), theta.dtype)
+    log_phi = theta[p + s.n_cov] if s.family.has_dispersion else jnp.zeros((), theta.dtype)
+    if not isinstance(s, MultiStructure):
+        return beta, Ls[0], log_phi
+    return beta, Ls + [jnp.eye(s.p, dtype=theta.dtype)] * int(s.reml), log_phi
 
 
 def unpack_np(theta: np.ndarray, s):
     """:func:`unpack` in NumPy (for results, without dispatching JAX operations)."""
-    Ls = _Ls(theta[s.p : s.p + s.n_cov], _qs(s), xp=np)
-    log_phi = theta[s.p + s.n_cov] if s.family.has_dispersion else 0.0
-    return theta[: s.p].copy(), (Ls if isinstance(s, MultiStructure) else Ls[0]), float(log_phi)
+    p = _p_theta(s)
+    Ls = _Ls(theta[p : p + s.n_cov], _qs(s), xp=np)
+    log_phi = theta[p + s.n_cov] if s.family.has_dispersion else 0.0
+    if not isinstance(s, MultiStructure):
+        return theta[:p].copy(), Ls[0], float(log_phi)
+    return theta[:p].copy(), Ls + [np.eye(s.p)] * int(s.reml), float(log_phi)
 
 
 def pack(beta, L, log_phi, s) -> np.ndarray:
     """Inverse of :func:`unpack` (NumPy)."""
     Ls = L if isinstance(s, MultiStructure) else [L]
-    parts = [np.asarray(beta, float)]
+    parts = [np.asarray(beta, float)[: _p_theta(s)]]
     parts += [np.asarray(Lk, float)[np.tril_indices(len(Lk))] for Lk in Ls]
     if s.family.has_dispersion:
         parts.append(np.atleast_1d(float(log_phi)))
@@ -66,7 +77,7 @@ def modes(theta, u0, data, s):
     """Conditional modes u_hat(theta), started from u0; and the Newton iterations used."""
     beta, L, log_phi = unpack(theta, s)
     if isinstance(s, MultiStructure):
-        return crossed.solve_modes(u0, data.X @ beta + data.offset, L, log_phi, data, s)
+        return crossed.solve_modes(u0, crossed.fixed_eta(beta, data, s), L, log_phi, data, s)
     return solve_modes(u0, fixed_eta(beta, data), L, log_phi, data, s)
 
 
@@ -83,7 +94,7 @@ def u_covariance(theta, u_hat, data, s):
     for several terms); the diagonal blocks of (-H)^{-1}."""
     beta, L, log_phi = unpack(theta, s)
     if isinstance(s, MultiStructure):
-        _, _, nh = crossed.grad_negHess(u_hat, data.X @ beta + data.offset, L, log_phi,
+        _, _, nh = crossed.grad_negHess(u_hat, crossed.fixed_eta(beta, data, s), L, log_phi,
                                         data, s)
         return crossed.inverse_blocks(nh, s)
     _, _, negH = grad_negHess(u_hat, fixed_eta(beta, data), L, log_phi, data, s)

@@ -38,6 +38,8 @@ class GLMMResult:
     x_names: tuple[str, ...]
     terms: tuple[TermFit, ...]
     beta: np.ndarray
+    beta_cov: np.ndarray  # covariance of the fixed-effect estimates
+    reml: bool  # fitted by restricted maximum likelihood
     dispersion: float | None  # sigma (Gaussian), shape (Gamma), theta (NB); None otherwise
     theta: np.ndarray  # optimizer parameter vector
     cov_theta: np.ndarray  # inverse Hessian of -loglik in theta
@@ -85,15 +87,12 @@ class GLMMResult:
 
     @property
     def vcov(self) -> pd.DataFrame:
-        p = len(self.x_names)
         names = list(self.x_names)
-        return pd.DataFrame(self.cov_theta[:p, :p], index=names, columns=names)
+        return pd.DataFrame(self.beta_cov.copy(), index=names, columns=names)
 
     @property
     def se(self) -> pd.Series:
-        p = len(self.x_names)
-        return pd.Series(np.sqrt(np.diag(self.cov_theta)[:p]), index=list(self.x_names),
-                         name="se")
+        return pd.Series(np.sqrt(np.diag(self.beta_cov)), index=list(self.x_names), name="se")
 
     @property
     def coef_table(self) -> pd.DataFrame:
@@ -152,7 +151,11 @@ class GLMMResult:
         """A printed summary in the layout of lme4's ``summary(glmer(...))``."""
         method = "Laplace Approximation" if self.nagq == 1 else \
             f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}"
-        out = [f"Generalized linear mixed model fit by maximum likelihood ({method}) [glmm_jax]",
+        if self.family.name == "gaussian":
+            title = "Linear mixed model fit by " + ("REML" if self.reml else "maximum likelihood")
+        else:
+            title = f"Generalized linear mixed model fit by maximum likelihood ({method})"
+        out = [f"{title} [glmm_jax]",
                f" Family: {self.family.name}  ( {self.family.link} )",
                f"Formula: {self.formula}", ""]
         ic = pd.DataFrame({"AIC": [self.aic], "BIC": [self.bic], "logLik": [self.loglik],

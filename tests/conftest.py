@@ -33,6 +33,7 @@ class Case:
     dataset: str
     family: str
     nagq: int = 1
+    reml: bool | None = None
 
     def data(self) -> pd.DataFrame:
         df = gj.datasets.load(self.dataset)
@@ -48,7 +49,10 @@ CASES = {
     "owls_nbinom2": Case(OWLS_FORMULA, "owls", "negative_binomial"),
     "salamanders_poisson": Case("count ~ spp + mined + (1 | site)", "salamanders", "poisson"),
     "toenail_laplace": Case("y ~ treatment * visit + (1 | patientID)", "toenail", "binomial"),
-    "sleepstudy_ml": Case("Reaction ~ Days + (Days | Subject)", "sleepstudy", "gaussian"),
+    "sleepstudy_ml": Case("Reaction ~ Days + (Days | Subject)", "sleepstudy", "gaussian",
+                          reml=False),
+    "sleepstudy_reml": Case("Reaction ~ Days + (Days | Subject)", "sleepstudy", "gaussian",
+                            reml=True),
 }
 
 
@@ -72,7 +76,8 @@ class _FitCache:
             case = CASES[name]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                res = gj.fit(case.formula, case.data(), family=case.family, nagq=case.nagq)
+                res = gj.fit(case.formula, case.data(), family=case.family, nagq=case.nagq,
+                             reml=case.reml)
             self._fits[name] = (res, [w for w in caught
                                       if issubclass(w.category, gj.GLMMWarning)])
         return self._fits[name]

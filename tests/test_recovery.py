@@ -108,8 +108,9 @@ def recovered(request):
     assert len(df) >= N_ROWS and df["g"].nunique() == N_CLUSTERS
     with warnings.catch_warnings():
         warnings.simplefilter("error", gj.GLMMWarning)  # no convergence/singular warnings
-        res = gj.fit(FORMULA, df, family=t.family, link=t.link)
-    model = gj.build_model(FORMULA, df, t.family, t.link)
+        # ML throughout (theta_from_result rebuilds the ML parameter vector, beta included)
+        res = gj.fit(FORMULA, df, family=t.family, link=t.link, reml=False)
+    model = gj.build_model(FORMULA, df, t.family, t.link, reml=False)
     return request.param, t, res, model, b
 
 

@@ -15,7 +15,7 @@ from helpers import r_sorted
 import glmm_jax as gj
 
 CASE_NAMES = ["cbpp_laplace", "cbpp_agq25", "owls_poisson", "owls_nbinom2",
-              "salamanders_poisson", "toenail_laplace", "sleepstudy_ml"]
+              "salamanders_poisson", "toenail_laplace", "sleepstudy_ml", "sleepstudy_reml"]
 
 LOGLIK_BELOW = 1e-4  # glmm_jax may not be worse than the best reference by more than this
 LOGLIK_ABOVE = 0.05  # ... nor better by more than this (same objective, near-optimal peers)
@@ -117,6 +117,10 @@ def test_standard_errors(case):
         # every covariance and d beta_hat / d theta = 0, i.e. the beta-theta block of the
         # Hessian vanishes: the full-Hessian SEs of glmm_jax must agree.
         expected = pd.Series(ref["lme4"]["se"])
+    elif name == "sleepstudy_reml":
+        # REML integrates the fixed effects out; their covariance given the covariance
+        # parameters is lme4's sigma^2 (X' V^-1 X)^-1
+        expected = pd.Series(ref["lme4"]["se"])
     else:  # pragma: no cover - every case has one of the above
         pytest.fail(f"no reference SEs for {name}")
     np.testing.assert_allclose(res.se[expected.index].to_numpy(), expected.to_numpy(),
@@ -128,9 +132,10 @@ def test_standard_errors(case):
 
 
 @pytest.mark.parametrize("name", [n for n in CASE_NAMES
-                                  if n not in ("owls_nbinom2", "sleepstudy_ml")])
+                                  if n not in ("owls_nbinom2", "sleepstudy_ml",
+                                               "sleepstudy_reml")])
 def test_ranef_head(name, reference, ref_fit):
-    # (owls_nbinom2 has no lme4 fit and sleepstudy_ml no ranef_head in the reference)
+    # (owls_nbinom2 has no lme4 fit and sleepstudy no ranef_head in the reference)
     ref, res = reference[name], ref_fit(name)
     (group, head), = ref["lme4"]["ranef_head"].items()
     table = res.ranef[group]
@@ -159,7 +164,7 @@ def test_information_criteria(case):
     name, ref, res = case
     fixef = ref.get("lme4", ref.get("glmmTMB"))["fixef"]
     n_cov = len(_ref_sds(ref))  # variances and correlations
-    n_disp = 1 if name in ("owls_nbinom2", "sleepstudy_ml") else 0
+    n_disp = 1 if name in ("owls_nbinom2", "sleepstudy_ml", "sleepstudy_reml") else 0
     df = len(fixef) + n_cov + n_disp
     if "lme4" in ref and "df" in ref["lme4"]:
         assert ref["lme4"]["df"] == df  # the parameter count above is lme4's
