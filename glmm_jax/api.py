@@ -299,7 +299,7 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
         b, b_cov = uk @ Lk.T, np.einsum("ab,jbc,dc->jad", Lk, ck, Lk)
         terms.append(TermFit(g.name, g.z_names, g.levels, Lk * np.where(np.diag(Lk) < 0, -1, 1),
                              b, b_cov))
-    converged = bool(out.converged) and np.all(np.isfinite(theta))
+    converged = bool(out.converged) and bool(np.all(np.isfinite(theta)))
     if not bool(out.inner_converged):
         converged = False
         messages.append("the conditional modes did not converge at the final estimates")

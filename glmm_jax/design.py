@@ -221,6 +221,25 @@ def _drop_aliased(X: np.ndarray, names: tuple[str, ...]):
     return X[:, ~bad], tuple(n for n, b in zip(names, bad, strict=True) if not b), aliased
 
 
+def _check_identifiable(term: RandomTerm, Z, z_names, codes, n_levels: int) -> None:
+    """A random slope on a column that is constant within every level duplicates the
+    random intercept: refuse it by name rather than return a degenerate fit."""
+    if "(Intercept)" not in z_names:
+        return
+    counts = np.bincount(codes, minlength=n_levels)
+    for k, name in enumerate(z_names):
+        if name == "(Intercept)":
+            continue
+        mean = np.bincount(codes, Z[:, k], n_levels) / np.maximum(counts, 1)
+        spread = np.bincount(codes, (Z[:, k] - mean[codes]) ** 2, n_levels)
+        if np.all(spread <= 1e-12 * (1.0 + np.sum(Z[:, k] ** 2))):
+            raise GLMMInputError(
+                f"random term {term} is not identifiable: {name!r} is constant within every "
+                f"level of {term.group!r}, so its random slope duplicates the random intercept "
+                f"(drop it from the term, e.g. (1 | {term.group}))"
+            )
+
+
 def _grouping(term: RandomTerm, df: pd.DataFrame) -> list[GroupingFactor]:
     """The grouping factor(s) of a term: one, or one per column for ``||``."""
     cols = _group_columns(term.group)
@@ -249,6 +268,7 @@ def _grouping(term: RandomTerm, df: pd.DataFrame) -> list[GroupingFactor]:
     Z, z_names = _model_matrix(term.expr, df, f"random-effects design of {term}")
     if Z.shape[1] == 0:
         raise GLMMInputError(f"random term {term} has no columns")
+    _check_identifiable(term, Z, z_names, codes, len(levels))
     if term.correlated:
         return [GroupingFactor(term.group, term, codes, levels, Z, z_names)]
     return [GroupingFactor(term.group, term, codes, levels, Z[:, [k]], (n,))

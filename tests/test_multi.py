@@ -172,3 +172,10 @@ def test_too_many_random_effects_for_gaussian():
         warnings.simplefilter("ignore")
         with pytest.raises(gj.GLMMInputError, match=r"\(1 \| g\).*not identifiable"):
             gj.fit("y ~ 1 + (1 | g) + (1 | h)", df, family="gaussian")
+
+
+def test_slope_constant_within_groups_is_refused_by_name():
+    df, _, _ = _nested_data()
+    df = df.assign(size=df.hospital % 3)  # a hospital-level covariate
+    with pytest.raises(gj.GLMMInputError, match=r"'size' is constant within every level"):
+        gj.fit("y ~ x + (1 + size | hospital)", df, family="poisson")

@@ -225,3 +225,8 @@ def test_result_tables_are_copies(ref_fit):
     r.iloc[0, 0] = 1e6
     assert res.ranef["herd"].iloc[0, 0] != 1e6
     assert isinstance(res, gj.GLMMResult)
+
+
+def test_flags_are_python_bools(ref_fit):
+    res = ref_fit("cbpp_laplace")
+    assert type(res.converged) is bool and type(res.singular) is bool
