@@ -145,6 +145,7 @@ def fit_many(
     max_iter: int = 100,
     batch_size: int | None = None,
     progress: bool | None = None,
+    reml: bool | None = None,
 ) -> ManyResult:
     """Fit one model to many datasets in one compiled program.
 
@@ -153,6 +154,8 @@ def fit_many(
       data: one DataFrame split by the ``by`` column, or a list/dict of DataFrames.
       batch_size: datasets per vmapped batch (default: as many as fit a memory budget).
       progress: show a tqdm progress bar over batches (default: when several batches).
+      reml: Gaussian models are fitted by ML here: pass ``reml=False`` (REML batches are
+        not available yet).
 
     Returns:
       A :class:`ManyResult`. Each dataset's estimates equal those of a separate
@@ -160,9 +163,14 @@ def fit_many(
       ``summary``, and one warning summarizes non-converged or singular fits.
     """
     fam = get_family(family, link)
+    if fam.name == "gaussian" and reml is not False:
+        raise GLMMInputError("fit_many fits Gaussian models by maximum likelihood only: "
+                             "pass reml=False (or use fit() for REML)")
+    if reml and fam.name != "gaussian":
+        raise GLMMInputError(f"reml=True is available for the gaussian family, not {fam.name!r}")
     spec = parse_formula(formula)
-    if len(spec.random) != 1:
-        raise GLMMInputError("fit_many fits models with one random term")
+    if len(spec.random) != 1 or spec.random[0].group.count("/") or not spec.random[0].correlated:
+        raise GLMMInputError("fit_many fits models with one random term (no a/b nesting or ||)")
     keys, combined, labels = _split(data, by)
     frames, errors = _dataset_frames(spec, combined, labels, keys, fam)
     good = [k for k in keys if k in frames]

@@ -94,3 +94,12 @@ def test_numpy_arrays_as_data(datasets):
     b = gj.fit(FORMULA, df)
     np.testing.assert_allclose(a.fixef.values, b.fixef.values, atol=1e-10)
     assert list(a.fixef.index) == list(b.fixef.index)
+
+
+def test_gaussian_needs_explicit_ml(datasets):
+    df = datasets["s0"].assign(z=datasets["s0"]["incidence"] / datasets["s0"]["size"])
+    with pytest.raises(gj.GLMMInputError, match="reml=False"):
+        gj.fit_many("z ~ period + (1 | herd)", {"a": df, "b": df}, family="gaussian")
+    with pytest.raises(gj.GLMMInputError, match="one random term"):
+        gj.fit_many("incidence ~ period + (1 | herd) + (1 | period)", {"a": df},
+                    family="poisson")
