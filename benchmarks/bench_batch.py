@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peers import run_fresh, save_results  # noqa: E402
+
 MARKER = "RESULT_JSON: "
 
 
@@ -106,19 +106,11 @@ def main(argv=None) -> None:
         return
     results = []
     for case, n in (("cbpp_many", args.datasets), ("registry_outcomes", args.outcomes)):
-        with tempfile.TemporaryDirectory() as cache:
-            env = dict(os.environ, GLMM_JAX_CACHE_DIR=cache)
-            proc = subprocess.run([sys.executable, __file__, "--case", case, "--n", str(n)],
-                                  env=env, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
-        r = json.loads(lines[-1][len(MARKER):]) if lines else {
-            "case": case, "error": proc.stderr[-2000:]}
+        cmd = [sys.executable, __file__, "--case", case, "--n", str(n)]
+        r = run_fresh(cmd, 3600, "glmm_jax")
         print(json.dumps(r, indent=1))
         results.append(r)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    out = {"timestamp": stamp, "nproc": os.cpu_count(), "results": results}
-    for name in (f"batch_{stamp}.json", "batch_latest.json"):
-        (HERE / "results" / name).write_text(json.dumps(out, indent=1))
+    save_results("batch", results)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,16 @@ a warm-up fit. Writes ``results/multi_<timestamp>.json`` and ``multi_latest.json
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from peers import run_fresh, run_marked, save_results  # noqa: E402
+
 MARKER = "RESULT_JSON: "
 CASES = {
     "verbagg_crossed": ("verbagg", "binomial",
@@ -71,12 +71,8 @@ def run_r(case: str, engine: str) -> dict:
     name = CASES[case][0]
     src = {"verbagg": "VerbAgg.csv", "grouseticks": "grouseticks.csv"}[name]
     path = HERE.parent / "glmm_jax" / "datasets" / "data" / src
-    proc = subprocess.run(["Rscript", str(HERE / "peers_multi.R"), case, str(path), engine],
-                          capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
-    if not lines:
-        return {"engine": engine, "status": f"skip/error (exit {proc.returncode})"}
-    return json.loads(lines[-1][len(MARKER):])
+    return run_marked(["Rscript", str(HERE / "peers_multi.R"), case, str(path), engine],
+                      600, engine)
 
 
 def main() -> None:
@@ -85,12 +81,7 @@ def main() -> None:
         return
     out = []
     for case in CASES:
-        with tempfile.TemporaryDirectory() as cache:
-            env = dict(os.environ, GLMM_JAX_CACHE_DIR=cache)
-            proc = subprocess.run([sys.executable, __file__, "--child", case], env=env,
-                                  capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
-        gj = json.loads(lines[-1][len(MARKER):]) if lines else {"error": proc.stderr[-2000:]}
+        gj = run_fresh([sys.executable, __file__, "--child", case], 1800, "glmm_jax")
         peers = [run_r(case, e) for e in ("lme4", "glmmTMB")]
         row = {"case": case, "glmm_jax": gj, "peers": peers}
         for p in peers:
@@ -99,10 +90,7 @@ def main() -> None:
                 p["dloglik_glmm_jax_minus_peer"] = gj["loglik"] - p["loglik"]
         print(json.dumps(row, indent=1))
         out.append(row)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    doc = {"timestamp": stamp, "nproc": os.cpu_count(), "results": out}
-    for name in (f"multi_{stamp}.json", "multi_latest.json"):
-        (HERE / "results" / name).write_text(json.dumps(doc, indent=1))
+    save_results("multi", out)
 
 
 if __name__ == "__main__":

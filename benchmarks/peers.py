@@ -39,7 +39,7 @@ def _tail(text: str, n: int = 600) -> str:
     return text.strip()[-n:]
 
 
-def _run_marked(cmd: list[str], timeout: float, engine: str, env: dict | None = None) -> dict:
+def run_marked(cmd: list[str], timeout: float, engine: str, env: dict | None = None) -> dict:
     """Run ``cmd``, return its ``RESULT_JSON`` dict, or an error/timeout result."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -52,6 +52,21 @@ def _run_marked(cmd: list[str], timeout: float, engine: str, env: dict | None = 
     result["engine"] = engine
     result["returncode"] = proc.returncode
     return result
+
+
+def run_fresh(cmd: list[str], timeout: float, engine: str) -> dict:
+    """``run_marked`` in a fresh process with an empty persistent compilation cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, GLMM_JAX_CACHE_DIR=cache, GLMM_JAX_CACHE="1")
+        return run_marked(cmd, timeout, engine, env)
+
+
+def save_results(prefix: str, results: list) -> None:
+    """Write results/<prefix>_<timestamp>.json and results/<prefix>_latest.json."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    doc = {"timestamp": stamp, "nproc": os.cpu_count(), "results": results}
+    for name in (f"{prefix}_{stamp}.json", f"{prefix}_latest.json"):
+        (HERE / "results" / name).write_text(json.dumps(doc, indent=1))
 
 
 # --------------------------------------------------------------------------- glmm_jax
@@ -67,10 +82,10 @@ def run_glmm_jax(case: Case, timeout: float, nagq: int = 1) -> dict:
     cmd = [sys.executable, str(HERE / "run_glmm_jax.py"), case.name, "--nagq", str(nagq)]
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, GLMM_JAX_CACHE_DIR=cache, GLMM_JAX_CACHE="1")
-        result = _run_marked(cmd, timeout, "glmm_jax", env)
+        result = run_marked(cmd, timeout, "glmm_jax", env)
         if "status" in result:
             return result  # timeout, or a crash before a result was printed
-        second = _run_marked(cmd, timeout, "glmm_jax", env)
+        second = run_marked(cmd, timeout, "glmm_jax", env)
         result["cold_cached_s"] = second.get("cold_s")
     if result.get("error"):
         result["status"] = "error"
@@ -143,7 +158,7 @@ def run_r_peer(peer: str, case: Case, csv_path: Path, timeout: float) -> dict:
     if exe is None:
         return {"engine": peer, "status": "skipped", "note": "Rscript not found"}
     cmd = [exe, "--vanilla", str(HERE / "peers.R"), peer, str(csv_path), case.formula, case.family]
-    result = _run_marked(cmd, timeout, peer)
+    result = run_marked(cmd, timeout, peer)
     if "status" in result:
         return result
     if result.get("returncode") == 3:
