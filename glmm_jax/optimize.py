@@ -71,14 +71,14 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
                 tol: float = 1e-12, max_step: float = 5.0) -> NewtonResult:
     """Minimize -log L from theta0; u0 are starting conditional modes.
 
-    One loop evaluates one trial point per pass: accepted trial points (Armijo) get the
-    exact gradient and Hessian and a new direction; rejected ones halve the step. So the
-    mode solver and the Hessian each appear once in the compiled program.
+    One loop evaluates one trial point per pass, with its value, exact gradient and
+    Hessian (full Newton steps are almost always accepted, so a separate value-only
+    evaluation would cost more than it saves); a point that fails the Armijo test halves
+    the step. The mode solver and the Hessian each appear once in the compiled program.
     """
     n = theta0.shape[0]
 
-    def accept(st: _State, theta, u, inner_ok):
-        f, g, H = value_grad_hess(theta, u, data, s)
+    def accept(st: _State, theta, u, inner_ok, f, g, H):
         d, pos_def = _direction(g, H)
         decrement = -(g @ d)
         converged = pos_def & (decrement < tol * (1.0 + jnp.abs(f)))
@@ -86,7 +86,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         return st._replace(theta=theta, u=u, f=f, g=g, H=H, d=d, alpha=jnp.ones(()),
                            n_iter=st.n_iter + 1, converged=converged, inner_ok=inner_ok)
 
-    def reject(st: _State, theta, u, inner_ok):
+    def reject(st: _State, theta, u, inner_ok, f, g, H):
         alpha = 0.5 * st.alpha
         # a failed line search near the optimum (rounding) counts as converged
         decrement = -(st.g @ st.d)
@@ -97,9 +97,10 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     def body(st: _State):
         theta = st.theta + st.alpha * st.d
         u, inner_iter = modes(theta, st.u, data, s)
-        f = negloglik(theta, u, data, s)
+        f, g, H = value_grad_hess(theta, u, data, s)
         ok = f <= st.f + 1e-4 * st.alpha * (st.g @ st.d)
-        return jax.lax.cond(ok, accept, reject, st, theta, u, inner_iter < MAX_INNER_ITER)
+        return jax.lax.cond(ok, accept, reject, st, theta, u, inner_iter < MAX_INNER_ITER,
+                            f, g, H)
 
     def cond(st: _State):
         return ~st.converged & ~st.failed & (st.n_iter < max_iter)
