@@ -154,6 +154,37 @@ def grad_negHess(u, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
     return h, g, NegHess(A, B, D)
 
 
+@jax.custom_jvp
+def spd_inverse(S):
+    """S^{-1} for symmetric positive definite S, by Cholesky.
+
+    Its derivative, -S^{-1} dS S^{-1}, is written with matrix products, so derivatives of
+    any order are products too (differentiating the factorization itself would go through
+    many triangular solves, which are slow here).
+    """
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(S, lower=True),
+                                      jnp.eye(S.shape[0], dtype=S.dtype))
+
+
+@spd_inverse.defjvp
+def _spd_inverse_jvp(primals, tangents):
+    (S,), (dS,) = primals, tangents
+    X = spd_inverse(S)
+    return X, -X @ dS @ X
+
+
+@jax.custom_jvp
+def spd_log_det(S):
+    """log det S for symmetric positive definite S; d log det S = tr(S^{-1} dS)."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(S))))
+
+
+@spd_log_det.defjvp
+def _spd_log_det_jvp(primals, tangents):
+    (S,), (dS,) = primals, tangents
+    return spd_log_det(S), jnp.sum(spd_inverse(S) * dS)
+
+
 def _solve_blocks(CA, B):
     """A_j^{-1} B_j for every block (A given by its Cholesky factor), B [J, q, R]."""
     if B.shape[-1] == 0:
@@ -178,7 +209,7 @@ def solve(nh: NegHess, g: list):
         return [Aig0]
     gr = jnp.concatenate([gk.reshape(-1) for gk in g[1:]])
     rhs = gr - jnp.einsum("jaq,ja->q", nh.B, Aig0)
-    xr = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(S, lower=True), rhs)
+    xr = spd_inverse(S) @ rhs
     out, i = [Aig0 - jnp.einsum("jaq,q->ja", AiB, xr)], 0
     for gk in g[1:]:
         out.append(xr[i : i + gk.size].reshape(gk.shape))
@@ -191,7 +222,7 @@ def log_det(nh: NegHess):
     CA, _, S = _schur(nh)
     ld = jnp.sum(smallmat.log_det(CA))
     if S.shape[0]:
-        ld = ld + 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(S))))
+        ld = ld + spd_log_det(S)
     return ld
 
 
@@ -255,7 +286,7 @@ def inverse_blocks(nh: NegHess, s: MultiStructure):
     Ainv = smallmat.inverse(nh.A)
     if not S.shape[0]:
         return [Ainv]
-    Sinv = jnp.linalg.inv(S)
+    Sinv = spd_inverse(S)
     out = [Ainv + jnp.einsum("jaq,qr,jbr->jab", AiB, Sinv, AiB)]
     i = 0
     for q, J in zip(s.qs[1:], s.Js[1:], strict=True):
