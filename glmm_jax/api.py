@@ -113,15 +113,28 @@ def build_model(
             f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
             f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
         )
-    s = Structure(fam, frame.X.shape[1], q, len(grouping.levels), int(nagq))
+    # pad clusters and chunks to size buckets, so that models of nearby sizes reuse one
+    # compiled program (padding has zero weight; empty clusters add exactly 0)
+    s = Structure(fam, frame.X.shape[1], q, bucket(len(grouping.levels)), int(nagq))
     layout = make_layout(grouping.codes, len(grouping.levels))
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise GLMMInputError("devices= is empty")
-    # pad the chunk axis to a multiple of the number of devices, then shard it
-    n_chunks = -(-len(layout.chunk_group) // len(devices)) * len(devices)
+    # and to a multiple of the number of devices, over which the chunks are sharded
+    n_chunks = -(-bucket(len(layout.chunk_group)) // len(devices)) * len(devices)
     arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups)
     return Model(spec.formula, frame, s, place(arrays, devices))
+
+
+def bucket(n: int) -> int:
+    """n rounded up to the grid 8, 9, 10, 11, 13, 16, ... (steps of 2**(1/4), so at most
+    19% padding)."""
+    if n <= 8:
+        return max(n, 1)
+    k = int(np.floor(4 * np.log2(n)))
+    while int(np.ceil(2 ** (k / 4))) < n:
+        k += 1
+    return int(np.ceil(2 ** (k / 4)))
 
 
 def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
@@ -295,7 +308,9 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
     for Lk, uk, ck, g in zip(Ls, us, covs, frame.groups, strict=False):
         # b = L u; its conditional covariance is L cov(u) L^T. The diagonal of L is reported
         # non-negative (flipping a column of L and of u leaves the likelihood unchanged).
-        Lk, uk, ck = np.asarray(Lk), np.asarray(uk), np.asarray(ck)
+        # Padding clusters (size buckets) come after the real levels and are dropped.
+        J = len(g.levels)
+        Lk, uk, ck = np.asarray(Lk), np.asarray(uk)[:J], np.asarray(ck)[:J]
         b, b_cov = uk @ Lk.T, np.einsum("ab,jbc,dc->jad", Lk, ck, Lk)
         terms.append(TermFit(g.name, g.z_names, g.levels, Lk * np.where(np.diag(Lk) < 0, -1, 1),
                              b, b_cov))
