@@ -203,8 +203,7 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
     if batch_size is None:
         per_fit = M * C * (p + q + 8) * 8 * 60 * max(1, nagq**q)
         batch_size = int(max(1, min(len(frames), MEMORY_BUDGET // per_fit)))
-    starts = [start_values(f, fam, Structure(fam, p, q, len(f.groups[0].levels), nagq))
-              for f in frames]
+    starts = [start_values(f, fam, s) for f in frames]
     arrays = [frame_arrays(f, fam, lay, M, J) for f, lay in zip(frames, layouts, strict=True)]
     batches = range(0, len(frames), batch_size)
     if progress is None:
@@ -222,14 +221,10 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
         res = newton_fit_many(theta0, jnp.zeros((len(pad), J, q)), data, s, max_iter=max_iter)
         res = jax.tree.map(np.asarray, res)
         for j, i in enumerate(idx):
-            frame = frames[i]
-            Jd = len(frame.groups[0].levels)
-            one = jax.tree.map(lambda a, j=j: a[j], res)
-            one = one._replace(u=one.u[:Jd], u_cov=one.u_cov[:Jd])
-            sd = Structure(fam, p, q, Jd, nagq)
+            one = jax.tree.map(lambda a, j=j: a[j], res)  # _result drops padding clusters
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out[keys[i]] = _result(formula, frame, fam, sd, one)
+                out[keys[i]] = _result(formula, frames[i], fam, s, one)
     return out
 
 

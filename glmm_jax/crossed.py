@@ -189,8 +189,7 @@ def _solve_blocks(CA, B):
     """A_j^{-1} B_j for every block (A given by its Cholesky factor), B [J, q, R]."""
     if B.shape[-1] == 0:
         return B
-    x = jax.vmap(lambda b: smallmat.solve_upper_t(CA, smallmat.solve_lower(CA, b)))(
-        jnp.moveaxis(B, -1, 0))
+    x = jax.vmap(lambda b: smallmat.cho_solve(CA, b))(jnp.moveaxis(B, -1, 0))
     return jnp.moveaxis(x, 0, -1)
 
 
@@ -204,7 +203,7 @@ def _schur(nh: NegHess):
 def solve(nh: NegHess, g: list):
     """Solve (-H) x = g by eliminating term 0; g and x are lists of [J_k, q_k] per term."""
     CA, AiB, S = _schur(nh)
-    Aig0 = smallmat.solve_upper_t(CA, smallmat.solve_lower(CA, g[0]))
+    Aig0 = smallmat.cho_solve(CA, g[0])
     if not S.shape[0]:
         return [Aig0]
     gr = jnp.concatenate([gk.reshape(-1) for gk in g[1:]])

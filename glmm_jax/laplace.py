@@ -118,7 +118,6 @@ class Structure:
         return self.q * (self.q + 1) // 2
 
 
-
 def gh_rule(nagq: int, q: int) -> tuple[np.ndarray, np.ndarray]:
     """Product Gauss-Hermite rule for a standard normal in q dimensions.
 
@@ -184,10 +183,6 @@ def grad_negHess(u, eta0, L, log_phi, data: ClusterData, s: Structure):
     return h, g, negH
 
 
-def _newton_step(g, negH):
-    return smallmat.chol_solve(negH, g)
-
-
 MAX_INNER_ITER = 100
 
 
@@ -201,7 +196,7 @@ def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
     def newton(state):
         u, alpha, _, it = state
         h, g, negH = grad_negHess(u, eta0, L, log_phi, data, s)
-        step = alpha[:, None] * _newton_step(g, negH)
+        step = alpha[:, None] * smallmat.chol_solve(negH, g)
         h_new = cluster_logh(u + step, eta0, L, log_phi, data, s)
         ok = h_new >= h - 1e-12 * (1.0 + jnp.abs(h))
         # accept improving steps; shrink the step of clusters whose step failed

@@ -45,14 +45,18 @@ def solve_upper_t(C, b):
     return jnp.stack(x, axis=-1)
 
 
+def cho_solve(C, b):
+    """Solve A x = b given the Cholesky factor C of A (from :func:`cholesky`)."""
+    return solve_upper_t(C, solve_lower(C, b))
+
+
 def chol_solve(A, b):
     """Solve A x = b for positive definite A [..., q, q], b [..., q]."""
-    C = cholesky(A)
-    return solve_upper_t(C, solve_lower(C, b))
+    return cho_solve(cholesky(A), b)
 
 
 def inverse(A):
     """A^{-1} for positive definite A [..., q, q]."""
-    q = A.shape[-1]
+    q, C = A.shape[-1], cholesky(A)
     eye = jnp.broadcast_to(jnp.eye(q), A.shape)
-    return jnp.stack([chol_solve(A, eye[..., k]) for k in range(q)], axis=-1)
+    return jnp.stack([cho_solve(C, eye[..., k]) for k in range(q)], axis=-1)
