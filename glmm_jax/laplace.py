@@ -159,7 +159,10 @@ def _segsum(v, data: ClusterData, n_groups: int):
 
 
 def fixed_eta(beta, data: ClusterData):
-    return jnp.sum(data.X * beta, axis=-1) + data.offset
+    # a matrix-vector product: its transpose (the gradient in beta) is then one dot
+    # rather than a materialized [M, C, p] product and a reduction
+    M, C, p = data.X.shape
+    return (data.X.reshape(M * C, p) @ beta).reshape(M, C) + data.offset
 
 
 def cluster_logh(u, eta0, L, log_phi, data: ClusterData, s: Structure):
@@ -190,28 +193,34 @@ def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
                 tol: float = 1e-10, max_iter: int = MAX_INNER_ITER):
     """Conditional modes of every cluster by damped Newton (h_j is strictly concave).
 
+    Each iteration makes one pass over the rows: it evaluates h, its gradient and Hessian
+    at every cluster's trial point, accepts the trial where h did not decrease (and takes
+    the Newton step from there), and otherwise shrinks that cluster's step. Stops when
+    every accepted Newton step is below ``tol``; that last step is applied unevaluated.
     Returns the modes [J, q] and the number of iterations used.
     """
 
     def newton(state):
-        u, alpha, _, it = state
-        h, g, negH = grad_negHess(u, eta0, L, log_phi, data, s)
-        step = alpha[:, None] * smallmat.chol_solve(negH, g)
-        h_new = cluster_logh(u + step, eta0, L, log_phi, data, s)
-        ok = h_new >= h - 1e-12 * (1.0 + jnp.abs(h))
-        # accept improving steps; shrink the step of clusters whose step failed
-        move = jnp.where(ok[:, None], step, 0.0)
-        alpha = jnp.where(ok, jnp.minimum(1.0, 2.0 * alpha), 0.25 * alpha)
-        size = jnp.max(jnp.where(ok, jnp.max(jnp.abs(step), axis=1), jnp.inf))
-        return u + move, alpha, size, it + 1
+        u, h_u, step, alpha, _, it = state
+        trial = u + alpha[:, None] * step
+        h, g, negH = grad_negHess(trial, eta0, L, log_phi, data, s)
+        ok = h >= h_u - 1e-12 * (1.0 + jnp.abs(h_u))
+        new_step = smallmat.chol_solve(negH, g)
+        u = jnp.where(ok[:, None], trial, u)
+        h_u = jnp.where(ok, h, h_u)
+        step = jnp.where(ok[:, None], new_step, step)
+        alpha = jnp.where(ok, 1.0, 0.25 * alpha)
+        size = jnp.max(jnp.abs(alpha[:, None] * step))
+        return u, h_u, step, alpha, size, it + 1
 
     def cond(state):
-        _, _, size, it = state
-        return (size > tol) & (it < max_iter)
+        return (state[4] > tol) & (state[5] < max_iter)
 
-    init = (u0, jnp.ones(u0.shape[0]), jnp.asarray(jnp.inf), jnp.asarray(0))
-    u, _, _, it = jax.lax.while_loop(cond, newton, init)
-    return u, it
+    J = u0.shape[0]
+    init = (u0, jnp.full(J, -jnp.inf), jnp.zeros_like(u0), jnp.ones(J),
+            jnp.asarray(jnp.inf), jnp.asarray(0))
+    u, _, step, alpha, _, it = jax.lax.while_loop(cond, newton, init)
+    return u + alpha[:, None] * step, it
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(5,))
