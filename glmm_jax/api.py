@@ -238,11 +238,13 @@ def fit(
 
 
 def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
-    """Starting theta: fixed effects from least squares, L = 0.5 * scale / rms(Z column).
+    """Starting theta.
 
-    With an intercept and no offset, slopes are least squares on the mean scale divided
-    by dmu/deta at the mean (a linearized GLM); otherwise least squares on the
-    link-transformed response.
+    Fixed effects from least squares: with an intercept and no offset, slopes on the mean
+    scale divided by dmu/deta at the mean (a linearized GLM); otherwise on the
+    link-transformed response. Random effects: L = 0.5 * scale / rms(Z column); with one
+    grouping factor, the intercept's SD is instead a moment estimate (below), and the
+    fixed effects are moved from their marginal to their conditional scale.
     """
     y, n, X = frame.y, frame.trials, frame.X
     if fam.name == "binomial":
@@ -255,8 +257,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         mean = np.mean(y / n)
         mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
         eta_bar = float(fam.link_fn(mean))
-        dmu = float(fam.inverse_link(eta_bar + 1e-4) - fam.inverse_link(eta_bar - 1e-4)) / 2e-4
-        beta = _least_squares(X, y / n) / dmu
+        beta = _least_squares(X, y / n) / float(fam.mu_eta(eta_bar))
         beta[0] = eta_bar - X[:, 1:].mean(axis=0) @ beta[1:]
     elif X.shape[1]:
         beta = _least_squares(X, z - frame.offset)
@@ -268,9 +269,49 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     for g in frame.groups:
         rms = np.sqrt(np.mean(g.Z**2, axis=0))
         Ls.append(np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0)))
+    mu = fam.inverse_link(eta)
+    log_phi = fam.start_dispersion(y, mu * (n if fam.name == "binomial" else 1.0))
+    g = frame.groups[0]
+    if len(frame.groups) == 1 and "(Intercept)" in g.z_names:
+        k = g.z_names.index("(Intercept)")
+        sd = _intercept_sd(fam, y, n, mu, fam.mu_eta(eta), log_phi, g.codes, len(g.levels))
+        Ls[0][k, k] = np.clip(sd, 0.1 * scale, 5.0 * scale) if np.isfinite(sd) else scale
+        if X.shape[1]:
+            beta = _conditional_beta(fam, beta, frame.x_names, Ls[0][k, k] ** 2)
     L = Ls if isinstance(s, MultiStructure) else Ls[0]
-    mu = fam.inverse_link(eta) * (n if fam.name == "binomial" else 1.0)
-    return pack(beta, L, fam.start_dispersion(y, mu), s)
+    return pack(beta, L, log_phi, s)
+
+
+def _intercept_sd(fam: Family, y, n, mu, d, log_phi: float, codes, J: int) -> float:
+    """Moment estimate of a random intercept's SD on the link scale.
+
+    Each cluster's residual sum(y - n mu) / sum(n dmu/deta) estimates its intercept with
+    sampling variance v_j = sum(n V(mu)) / sum(n dmu/deta)^2 (``mu`` and ``d = dmu/deta``
+    at the fixed-effects start, per row); the SD is that of the
+    estimates less the sampling variance, weighted by 1 / (sd^2 + v_j) (two passes).
+    """
+    den = np.bincount(codes, n * d, J)
+    ok = den > 0
+    r = np.bincount(codes, y - n * mu, J)[ok] / den[ok]
+    v = np.bincount(codes, n * fam.variance(mu, log_phi), J)[ok] / den[ok] ** 2
+    var = max(np.mean(r * r - v), 0.0)
+    for _ in range(2):
+        w = 1.0 / (var + v + 1e-12)
+        var = max(np.sum(w * (r * r - v)) / np.sum(w), 0.0)
+    return float(np.sqrt(var))
+
+
+def _conditional_beta(fam: Family, beta, x_names, var: float):
+    """Marginal (population-averaged) start coefficients moved to the conditional scale
+    for a random intercept of variance ``var`` (logit, probit: scaled up; log: intercept
+    lowered by var/2)."""
+    beta = beta.copy()
+    if fam.link in ("logit", "probit"):
+        c2 = (16.0 * np.sqrt(3.0) / (15.0 * np.pi)) ** 2 if fam.link == "logit" else 1.0
+        beta *= np.sqrt(1.0 + c2 * var)
+    elif fam.link == "log" and x_names[0] == "(Intercept)":
+        beta[0] -= 0.5 * var
+    return beta
 
 
 def _least_squares(X, z):

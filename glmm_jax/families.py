@@ -34,6 +34,20 @@ def _inverse_link(link: str, eta):
     return eta
 
 
+def _mu_eta(link: str, eta):
+    eta = np.asarray(eta, dtype=float)
+    if link == "logit":
+        mu = special.expit(eta)
+        return mu * (1.0 - mu)
+    if link == "probit":
+        return np.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)
+    if link == "cloglog":
+        return np.exp(eta - np.exp(eta))
+    if link == "log":
+        return np.exp(eta)
+    return np.ones_like(eta)
+
+
 def _link(link: str, mu):
     mu = np.asarray(mu, dtype=float)
     if link == "logit":
@@ -79,6 +93,10 @@ class Family:
         """Inverse link (the conditional mean) on NumPy arrays."""
         return _inverse_link(self.link, eta)
 
+    def mu_eta(self, eta):
+        """d mean / d eta on NumPy arrays."""
+        return _mu_eta(self.link, eta)
+
     def logpdf(self, y, eta, trials, log_phi):  # pragma: no cover - abstract
         """Log density less ``log_const`` (JAX, elementwise)."""
         raise NotImplementedError
@@ -94,6 +112,10 @@ class Family:
     def start_dispersion(self, y, mu) -> float:
         """Starting value of the log dispersion parameter."""
         return 0.0
+
+    def variance(self, mu, log_phi: float):  # pragma: no cover - abstract
+        """Variance of one observation (one trial) with mean ``mu`` (NumPy; start values)."""
+        raise NotImplementedError
 
 
 
@@ -122,7 +144,12 @@ class Binomial(Family):
         log_p = jnp.log(-jnp.expm1(-e))
         return jnp.where(y > 0, y * log_p, 0.0) - (trials - y) * e
 
+    def variance(self, mu, log_phi):
+        return mu * (1.0 - mu)
+
     def log_const(self, y, trials):
+        if np.all(trials == 1.0):  # 0/1 responses: log C(1, y) = 0
+            return np.zeros(np.shape(y))
         return special.gammaln(trials + 1.0) - special.gammaln(y + 1.0) - \
             special.gammaln(trials - y + 1.0)
 
@@ -142,6 +169,9 @@ class Poisson(Family):
 
     def logpdf(self, y, eta, trials, log_phi):
         return y * eta - jnp.exp(eta)
+
+    def variance(self, mu, log_phi):
+        return mu
 
     def log_const(self, y, trials):
         return -special.gammaln(y + 1.0)
@@ -164,6 +194,9 @@ class Gaussian(Family):
         r = (y - eta) * jnp.exp(-log_phi)
         return -0.5 * r * r - log_phi
 
+    def variance(self, mu, log_phi):
+        return np.full(np.shape(mu), np.exp(2.0 * log_phi))
+
     def log_const(self, y, trials):
         return np.full(np.shape(y), -0.5 * np.log(2.0 * np.pi))
 
@@ -184,6 +217,9 @@ class Gamma(Family):
     def logpdf(self, y, eta, trials, log_phi):
         nu = jnp.exp(log_phi)
         return nu * (log_phi - eta + jnp.log(y)) - nu * y * jnp.exp(-eta) - gammaln(nu)
+
+    def variance(self, mu, log_phi):
+        return mu * mu * np.exp(-log_phi)
 
     def log_const(self, y, trials):
         return -np.log(y)
@@ -210,6 +246,9 @@ class NegativeBinomial(Family):
         th = jnp.exp(log_phi)
         log_th_mu = jnp.logaddexp(log_phi, eta)  # log(theta + mu)
         return gammaln(y + th) - gammaln(th) + th * (log_phi - log_th_mu) + y * (eta - log_th_mu)
+
+    def variance(self, mu, log_phi):
+        return mu + mu * mu * np.exp(-log_phi)
 
     def log_const(self, y, trials):
         return -special.gammaln(y + 1.0)

@@ -94,12 +94,18 @@ def cluster_arrays(X, Z, y, trials, offset, log_const: float, layout: Layout,
     n_chunks = M if n_chunks is None else n_chunks
     last = (int(layout.chunk_group.max()) + 1 if M else 1) if n_groups is None else n_groups
     group = np.concatenate([layout.chunk_group, np.full(n_chunks - M, last - 1)])
+    p, q = X.shape[1], Z.shape[1]
+    # one scatter for all columns; padding rows get y = trials = 1 and weight 0
+    rows = np.empty((len(y), p + q + 4))
+    rows[:, :p], rows[:, p : p + q] = X, Z
+    rows[:, p + q], rows[:, p + q + 1] = y - 1.0, trials - 1.0
+    rows[:, p + q + 2], rows[:, p + q + 3] = offset, 1.0
+    packed = pack_rows(rows, layout, 0.0, n_chunks)
     return ClusterData(
-        X=pack_rows(X, layout, 0.0, n_chunks), Z=pack_rows(Z, layout, 0.0, n_chunks),
-        y=pack_rows(y, layout, 1.0, n_chunks), trials=pack_rows(trials, layout, 1.0, n_chunks),
-        offset=pack_rows(offset, layout, 0.0, n_chunks),
-        weights=pack_rows(np.ones(len(y)), layout, 0.0, n_chunks),
-        group=group.astype(np.int32), log_const=np.asarray(float(log_const)),
+        X=packed[..., :p], Z=packed[..., p : p + q], y=packed[..., p + q] + 1.0,
+        trials=packed[..., p + q + 1] + 1.0, offset=packed[..., p + q + 2],
+        weights=packed[..., p + q + 3], group=group.astype(np.int32),
+        log_const=np.asarray(float(log_const)),
     )
 
 
