@@ -18,7 +18,7 @@ from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
 from .families import Family, get_family
 from .formula import parse_formula
-from .laplace import ClusterData, Structure, cluster_arrays, make_layout
+from .laplace import BLOCK_ROWS, ClusterData, Structure, cluster_arrays, make_layout
 from .objective import modes, pack, unpack_np
 from .optimize import COMPILER_OPTIONS, lbfgs_fit, newton_fit, value_grad_hess
 from .results import GLMMResult, TermFit
@@ -40,6 +40,7 @@ class Model:
     frame: ModelFrame
     structure: Structure | MultiStructure
     data: ClusterData | MultiData
+    clusters: tuple | None = None  # one grouping factor: (block, slot) of each cluster
 
     @property
     def theta_names(self) -> list[str]:
@@ -68,15 +69,19 @@ class Model:
 
 @partial(jax.jit, static_argnames="s", compiler_options=COMPILER_OPTIONS)
 def _vgh(theta, data, s):
-    u, _ = modes(theta, zero_modes(s), data, s)
+    u, _ = modes(theta, zero_modes(s, _n_blocks(data, s)), data, s)
     return value_grad_hess(theta, u, data, s)
 
 
-def zero_modes(s):
-    """Starting conditional modes: zeros, [J, q] (a list per term for several terms)."""
+def _n_blocks(data, s) -> int:
+    return 1 if isinstance(s, MultiStructure) else data.y.shape[0]
+
+
+def zero_modes(s, n_blocks: int = 1):
+    """Starting conditional modes: zeros, [B, J, q] (a [J_k, q_k] list for several terms)."""
     if isinstance(s, MultiStructure):
         return [jnp.zeros((J, q)) for q, J in zip(s.qs, s.Js, strict=True)]
-    return jnp.zeros((s.n_groups, s.q))
+    return jnp.zeros((n_blocks, s.n_groups, s.q))
 
 
 def build_model(
@@ -113,17 +118,18 @@ def build_model(
             f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
             f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
         )
-    # pad clusters and chunks to size buckets, so that models of nearby sizes reuse one
-    # compiled program (padding has zero weight; empty clusters add exactly 0)
-    s = Structure(fam, frame.X.shape[1], q, bucket(len(grouping.levels)), int(nagq))
-    layout = make_layout(grouping.codes, len(grouping.levels))
+    layout = make_layout(grouping.codes, len(grouping.levels), block_rows=BLOCK_ROWS)
+    # pad blocks, clusters and chunks to size buckets, so that models of nearby sizes reuse
+    # one compiled program (padding has zero weight; empty clusters add exactly 0)
+    s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), int(nagq))
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise GLMMInputError("devices= is empty")
-    # and to a multiple of the number of devices, over which the chunks are sharded
-    n_chunks = -(-bucket(len(layout.chunk_group)) // len(devices)) * len(devices)
-    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups)
-    return Model(spec.formula, frame, s, place(arrays, devices))
+    # and chunks to a multiple of the number of devices, over which they are sharded
+    n_chunks = -(-bucket(layout.max_chunks) // len(devices)) * len(devices)
+    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, bucket(layout.n_blocks))
+    return Model(spec.formula, frame, s, place(arrays, devices),
+                 (layout.cluster_block, layout.cluster_slot))
 
 
 def bucket(n: int) -> int:
@@ -165,20 +171,23 @@ def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
 
 
 def place(arrays: ClusterData, devices) -> ClusterData:
-    """Put the arrays on ``devices``: row chunks sharded across them, scalars replicated."""
+    """Put the arrays on ``devices``: each block's row chunks sharded across them, the
+    per-block constants replicated."""
     if len(devices) == 1:
         return jax.device_put(arrays, devices[0])
     mesh = Mesh(np.asarray(devices), ("chunks",))
-    rows, whole = NamedSharding(mesh, P("chunks")), NamedSharding(mesh, P())
-    return jax.tree.map(lambda a: jax.device_put(a, rows if np.ndim(a) else whole), arrays)
+    rows, whole = NamedSharding(mesh, P(None, "chunks")), NamedSharding(mesh, P())
+    return jax.tree.map(lambda a: jax.device_put(a, rows if np.ndim(a) > 1 else whole),
+                        arrays)
 
 
-def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None):
+def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None,
+                 n_blocks=None):
     """The engine's (NumPy) arrays of a model frame in a chunk layout."""
     g = frame.groups[0]
     return cluster_arrays(frame.X, g.Z, frame.y, frame.trials, frame.offset,
-                          np.sum(fam.log_const(frame.y, frame.trials)), layout,
-                          n_chunks, n_groups)
+                          fam.log_const(frame.y, frame.trials), layout,
+                          n_chunks, n_groups, n_blocks)
 
 
 def fit(
@@ -225,8 +234,8 @@ def fit(
     """
     model = build_model(formula, data, family, link, nagq, devices, reml)
     s = model.structure
-    out = newton_fit(jnp.asarray(model.start()), zero_modes(s), model.data, s,
-                     max_iter=max_iter)
+    out = newton_fit(jnp.asarray(model.start()), zero_modes(s, _n_blocks(model.data, s)),
+                     model.data, s, max_iter=max_iter)
     notes = ()
     if not bool(out.converged):
         # fall back on L-BFGS from where Newton stopped, then let Newton finish
@@ -234,7 +243,7 @@ def fit(
         out = newton_fit(theta, out.u, model.data, s, max_iter=max_iter)
         notes = (f"Newton stopped early; continued with L-BFGS ({int(n_lbfgs)} iterations) "
                  "and Newton again",)
-    return _result(model.formula, model.frame, s.family, s, out, notes)
+    return _result(model.formula, model.frame, s.family, s, out, notes, model.clusters)
 
 
 def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
@@ -331,11 +340,18 @@ def _inverse_hessian(H: np.ndarray, messages: list) -> np.ndarray:
 
 
 def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
-            notes: tuple[str, ...] = ()) -> GLMMResult:
+            notes: tuple[str, ...] = (), clusters: tuple | None = None) -> GLMMResult:
+    """The GLMMResult of a fit; ``clusters`` = (block, slot) of each cluster of a single
+    grouping factor (default: all in block 0, in order)."""
     theta = np.asarray(out.theta)
     beta, L, log_phi = unpack_np(theta, s)
     several = isinstance(s, MultiStructure)
-    Ls, us, covs = (L, out.u, out.u_cov) if several else ([L], [out.u], [out.u_cov])
+    if several:
+        Ls, us, covs = L, out.u, out.u_cov
+    else:
+        J = len(frame.groups[0].levels)
+        blk, slot = (np.zeros(J, int), np.arange(J)) if clusters is None else clusters
+        Ls, us, covs = [L], [np.asarray(out.u)[blk, slot]], [np.asarray(out.u_cov)[blk, slot]]
     H = np.asarray(out.hess)
     messages = list(notes)
     cov_theta = _inverse_hessian(H, messages)
@@ -349,9 +365,7 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
     for Lk, uk, ck, g in zip(Ls, us, covs, frame.groups, strict=False):
         # b = L u; its conditional covariance is L cov(u) L^T. The diagonal of L is reported
         # non-negative (flipping a column of L and of u leaves the likelihood unchanged).
-        # Padding clusters (size buckets) come after the real levels and are dropped.
-        J = len(g.levels)
-        Lk, uk, ck = np.asarray(Lk), np.asarray(uk)[:J], np.asarray(ck)[:J]
+        Lk, uk, ck = np.asarray(Lk), np.asarray(uk), np.asarray(ck)
         b, b_cov = uk @ Lk.T, np.einsum("ab,jbc,dc->jad", Lk, ck, Lk)
         terms.append(TermFit(g.name, g.z_names, g.levels, Lk * np.where(np.diag(Lk) < 0, -1, 1),
                              b, b_cov))

@@ -196,7 +196,7 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
     counts = np.concatenate([np.bincount(f.groups[0].codes) for f in frames])
     C = chunk_size(counts)
     layouts = [make_layout(f.groups[0].codes, len(f.groups[0].levels), C) for f in frames]
-    M = max(len(lay.chunk_group) for lay in layouts)
+    M = max(lay.max_chunks for lay in layouts)
     J = max(len(f.groups[0].levels) for f in frames)
     p = frames[0].X.shape[1]
     s = Structure(fam, p, q, J, nagq)
@@ -218,7 +218,8 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
         pad = idx + [idx[0]] * (batch_size - len(idx))  # full batches reuse one program
         data = jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *[arrays[i] for i in pad])
         theta0 = jnp.asarray(np.stack([starts[i] for i in pad]))
-        res = newton_fit_many(theta0, jnp.zeros((len(pad), J, q)), data, s, max_iter=max_iter)
+        res = newton_fit_many(theta0, jnp.zeros((len(pad), 1, J, q)), data, s,
+                              max_iter=max_iter)
         res = jax.tree.map(np.asarray, res)
         for j, i in enumerate(idx):
             one = jax.tree.map(lambda a, j=j: a[j], res)  # _result drops padding clusters

@@ -32,25 +32,47 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 class ClusterData(NamedTuple):
-    """Arrays of one model with a single grouping factor, in M chunks of C rows."""
+    """Arrays of one model with a single grouping factor: B blocks of M chunks of C rows.
 
-    X: jax.Array  # [M, C, p] fixed-effects design
-    Z: jax.Array  # [M, C, q] random-effects design
-    y: jax.Array  # [M, C] response (successes for binomial)
-    trials: jax.Array  # [M, C] binomial trials (1 elsewhere)
-    offset: jax.Array  # [M, C]
-    weights: jax.Array  # [M, C] prior weights; 0 marks a padding row
-    group: jax.Array  # [M] int32 cluster of each chunk, non-decreasing
-    log_const: jax.Array  # [] sum of the data-only log-density constants (Family.log_const)
+    The engine's functions below work on one block (arrays without the leading B axis);
+    ``objective.py`` maps them over the blocks.
+    """
+
+    X: jax.Array  # [B, M, C, p] fixed-effects design
+    Z: jax.Array  # [B, M, C, q] random-effects design
+    y: jax.Array  # [B, M, C] response (successes for binomial)
+    trials: jax.Array  # [B, M, C] binomial trials (1 elsewhere)
+    offset: jax.Array  # [B, M, C]
+    weights: jax.Array  # [B, M, C] prior weights; 0 marks a padding row
+    group: jax.Array  # [B, M] int32 cluster (within its block) of each chunk, non-decreasing
+    log_const: jax.Array  # [B] sum of the data-only log-density constants (Family.log_const)
 
 
 class Layout(NamedTuple):
-    """Where each input row goes: ``chunk[i], slot[i]`` for row i (in input order)."""
+    """Where each input row goes (``block[i], chunk[i], slot[i]`` for row i, in input
+    order) and where each cluster went (``cluster_block[j], cluster_slot[j]``)."""
 
-    chunk: np.ndarray
+    block: np.ndarray
+    chunk: np.ndarray  # chunk within the block
     slot: np.ndarray
-    chunk_group: np.ndarray
+    cluster_block: np.ndarray
+    cluster_slot: np.ndarray
+    chunks_per_cluster: np.ndarray
     size: int  # rows per chunk, C
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.cluster_block.max()) + 1 if len(self.cluster_block) else 1
+
+    @property
+    def max_chunks(self) -> int:
+        """Chunks in the fullest block."""
+        return int(np.bincount(self.cluster_block, self.chunks_per_cluster).max())
+
+    @property
+    def max_clusters(self) -> int:
+        """Clusters in the fullest block."""
+        return int(np.bincount(self.cluster_block).max())
 
 
 def chunk_size(counts: np.ndarray) -> int:
@@ -59,59 +81,78 @@ def chunk_size(counts: np.ndarray) -> int:
     return int(min(32, 2 ** max(0, int(np.floor(np.log2(max(med / 2.0, 1.0)))))))
 
 
-def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None) -> Layout:
-    """Chunk layout for rows with cluster ``codes`` (any order)."""
+BLOCK_ROWS = 2**16  # rows per block: a block's row-level temporaries stay in cache
+
+
+def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None,
+                block_rows: int | None = None) -> Layout:
+    """Chunk layout for rows with cluster ``codes`` (any order).
+
+    Clusters are taken in order and packed whole into blocks of at most ``block_rows``
+    rows (rounded to chunks; a larger cluster gets a block of its own); ``None``: one
+    block.
+    """
     counts = np.bincount(codes, minlength=n_groups)
     C = chunk_size(counts) if size is None else size
     chunks_per = -(-counts // C)  # ceil; an empty cluster gets no chunk
-    first_chunk = np.concatenate([[0], np.cumsum(chunks_per)[:-1]])
+    cum = np.cumsum(chunks_per)
+    cap = int(cum[-1]) if block_rows is None else max(block_rows // C, int(chunks_per.max()))
+    cluster_block = np.zeros(n_groups, dtype=np.int64)
+    first, base, b = 0, 0, 0
+    while first < n_groups:
+        last = max(int(np.searchsorted(cum, base + cap, side="right")), first + 1)
+        cluster_block[first:last] = b
+        base, first, b = int(cum[last - 1]), last, b + 1
+    block_start = np.searchsorted(cluster_block, np.arange(b))  # first cluster of each block
+    cluster_slot = np.arange(n_groups) - block_start[cluster_block]
+    chunk_start = np.concatenate([[0], cum[:-1]])  # first chunk of each cluster, overall
+    first_chunk = chunk_start - chunk_start[block_start][cluster_block]  # ... in its block
     order = np.argsort(codes, kind="stable")
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(len(codes), dtype=np.int64)
     rank[order] = np.arange(len(codes)) - start[codes[order]]
-    chunk = first_chunk[codes] + rank // C
-    return Layout(chunk, rank % C, np.repeat(np.arange(n_groups), chunks_per), C)
+    return Layout(cluster_block[codes], first_chunk[codes] + rank // C, rank % C,
+                  cluster_block, cluster_slot, chunks_per, C)
 
 
-def pack_rows(values: np.ndarray, layout: Layout, fill: float = 0.0,
-              n_chunks: int | None = None) -> np.ndarray:
-    """Scatter per-row values [n, ...] into the chunk layout [M, C, ...].
-
-    ``n_chunks`` > M pads with chunks of ``fill`` (for stacking models of one structure).
-    """
-    M = len(layout.chunk_group) if n_chunks is None else n_chunks
-    out = np.full((M, layout.size) + values.shape[1:], fill, dtype=float)
-    out[layout.chunk, layout.slot] = values
-    return out
-
-
-def cluster_arrays(X, Z, y, trials, offset, log_const: float, layout: Layout,
-                   n_chunks: int | None = None, n_groups: int | None = None) -> ClusterData:
-    """NumPy ClusterData of one model, optionally padded to ``n_chunks`` chunks and
-    ``n_groups`` clusters (padding chunks have zero weight and sit in the last cluster;
-    padding clusters have no rows and contribute exactly 0 to the likelihood)."""
-    M = len(layout.chunk_group)
-    n_chunks = M if n_chunks is None else n_chunks
-    last = (int(layout.chunk_group.max()) + 1 if M else 1) if n_groups is None else n_groups
-    group = np.concatenate([layout.chunk_group, np.full(n_chunks - M, last - 1)])
+def cluster_arrays(X, Z, y, trials, offset, log_const, layout: Layout,
+                   n_chunks: int | None = None, n_groups: int | None = None,
+                   n_blocks: int | None = None) -> ClusterData:
+    """NumPy ClusterData of one model, optionally padded to ``n_blocks`` blocks of
+    ``n_chunks`` chunks and ``n_groups`` clusters (padding chunks have zero weight and
+    sit in a block's last cluster; padding clusters have no rows and contribute exactly 0
+    to the likelihood). ``log_const`` are the per-row data-only log-density constants."""
+    B = layout.n_blocks if n_blocks is None else n_blocks
+    M = layout.max_chunks if n_chunks is None else n_chunks
+    J = layout.max_clusters if n_groups is None else n_groups
     p, q = X.shape[1], Z.shape[1]
     # one scatter for all columns; padding rows get y = trials = 1 and weight 0
     rows = np.empty((len(y), p + q + 4))
     rows[:, :p], rows[:, p : p + q] = X, Z
     rows[:, p + q], rows[:, p + q + 1] = y - 1.0, trials - 1.0
     rows[:, p + q + 2], rows[:, p + q + 3] = offset, 1.0
-    packed = pack_rows(rows, layout, 0.0, n_chunks)
+    packed = np.zeros((B, M, layout.size, p + q + 4))
+    packed[layout.block, layout.chunk, layout.slot] = rows
+    group = np.full((B, M), J - 1, dtype=np.int32)
+    cpc = layout.chunks_per_cluster
+    chunk_block = np.repeat(layout.cluster_block, cpc)
+    chunk_cluster = np.repeat(layout.cluster_slot, cpc)
+    block_first = np.searchsorted(chunk_block, np.arange(B))
+    group[chunk_block, np.arange(len(chunk_block)) - block_first[chunk_block]] = chunk_cluster
     return ClusterData(
         X=packed[..., :p], Z=packed[..., p : p + q], y=packed[..., p + q] + 1.0,
         trials=packed[..., p + q + 1] + 1.0, offset=packed[..., p + q + 2],
-        weights=packed[..., p + q + 3], group=group.astype(np.int32),
-        log_const=np.asarray(float(log_const)),
+        weights=packed[..., p + q + 3], group=group,
+        log_const=np.bincount(layout.block, log_const, B),
     )
 
 
 @dataclass(frozen=True)
 class Structure:
-    """Static description of a model: shapes, family and quadrature rule."""
+    """Static description of a model: shapes, family and quadrature rule.
+
+    ``n_groups`` is the number of clusters in each block (see ClusterData).
+    """
 
     family: Family
     p: int

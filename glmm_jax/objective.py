@@ -8,6 +8,7 @@ variance can reach exactly 0.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -74,28 +75,47 @@ def pack(beta, L, log_phi, s) -> np.ndarray:
 
 
 def modes(theta, u0, data, s):
-    """Conditional modes u_hat(theta), started from u0; and the Newton iterations used."""
+    """Conditional modes u_hat(theta), started from u0; and the Newton iterations used.
+
+    One grouping factor: u0 and the modes are [B, J, q], solved block by block.
+    """
     beta, L, log_phi = unpack(theta, s)
     if isinstance(s, MultiStructure):
         return crossed.solve_modes(u0, crossed.fixed_eta(beta, data, s), L, log_phi, data, s)
-    return solve_modes(u0, fixed_eta(beta, data), L, log_phi, data, s)
+
+    def block(args):
+        u, d = args
+        return solve_modes(u, fixed_eta(beta, d), L, log_phi, d, s)
+
+    u, its = jax.lax.map(block, (u0, data))
+    return u, jnp.max(its)
+
+
+def block_negloglik(theta, u_hat, data, s):
+    """-log L of one block of a single-term model (arrays without the block axis)."""
+    beta, L, log_phi = unpack(theta, s)
+    return -total_loglik(beta, L, log_phi, u_hat, data, s)
 
 
 def negloglik(theta, u_hat, data, s):
     """-log L(theta) by Laplace/AGHQ, given converged modes u_hat (exact derivatives)."""
-    beta, L, log_phi = unpack(theta, s)
     if isinstance(s, MultiStructure):
+        beta, L, log_phi = unpack(theta, s)
         return -crossed.loglik(beta, L, log_phi, u_hat, data, s)
-    return -total_loglik(beta, L, log_phi, u_hat, data, s)
+    per_block = jax.vmap(block_negloglik, in_axes=(None, 0, 0, None))
+    return jnp.sum(per_block(theta, u_hat, data, s))
 
 
 def u_covariance(theta, u_hat, data, s):
-    """Conditional covariance of u given y at theta: [J, q, q] blocks (a list per term
-    for several terms); the diagonal blocks of (-H)^{-1}."""
+    """Conditional covariance of u given y at theta: the diagonal blocks of (-H)^{-1},
+    [B, J, q, q] (a list of [J_k, q_k, q_k] per term for several terms)."""
     beta, L, log_phi = unpack(theta, s)
     if isinstance(s, MultiStructure):
         _, _, nh = crossed.grad_negHess(u_hat, crossed.fixed_eta(beta, data, s), L, log_phi,
                                         data, s)
         return crossed.inverse_blocks(nh, s)
-    _, _, negH = grad_negHess(u_hat, fixed_eta(beta, data), L, log_phi, data, s)
-    return smallmat.inverse(negH)
+
+    def block(u, d):
+        return smallmat.inverse(grad_negHess(u, fixed_eta(beta, d), L, log_phi, d, s)[2])
+
+    return jax.vmap(block)(u_hat, data)

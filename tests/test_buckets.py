@@ -35,8 +35,35 @@ def test_nearby_sizes_reuse_the_compiled_fit():
     assert len(res_b.ranef["g"]) == 16 and len(res_a.ranef["g"]) == 15
     # padding changes nothing: the general engine (no padding) agrees at the estimates
     model = gj.build_model("y ~ x + (1 | g)", a, family="poisson")
-    assert model.structure.n_groups == 16 and model.data.y.shape[0] == 46
+    assert model.structure.n_groups == 16 and model.data.y.shape[1] == 46
     unpadded = _build_multi(model.formula, model.frame, model.structure.family, 1)
     f, g, _ = unpadded.value_grad_hess(res_a.theta)
     assert -f == pytest.approx(res_a.loglik, abs=1e-9)
     assert np.max(np.abs(g)) < 1e-4
+
+
+@pytest.mark.parametrize("family,slope", [("poisson", False), ("binomial", True)])
+def test_blocks_give_the_single_block_answer(monkeypatch, family, slope):
+    # large data are laid out in blocks of whole clusters, fitted block by block; forcing
+    # ~12 blocks on a small model must reproduce the one-block fit
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(2, 60, 100)
+    g = np.repeat(np.arange(100), sizes)
+    x = rng.normal(size=g.size)
+    eta = -0.3 + 0.5 * x + rng.normal(0, 0.7, 100)[g] + (rng.normal(0, 0.4, 100)[g] * x) * slope
+    if family == "poisson":
+        y = rng.poisson(np.exp(eta))
+    else:
+        y = rng.random(g.size) < 1 / (1 + np.exp(-eta))
+    df = pd.DataFrame({"y": y.astype(float), "x": x, "g": g})
+    formula = "y ~ x + (1 + x | g)" if slope else "y ~ x + (1 | g)"
+    one = gj.fit(formula, df, family=family)
+    monkeypatch.setattr(gj.api, "BLOCK_ROWS", 256)
+    model = gj.build_model(formula, df, family=family)
+    assert model.data.y.shape[0] >= 10
+    many = gj.fit(formula, df, family=family)
+    assert many.converged and one.converged
+    assert many.loglik == pytest.approx(one.loglik, abs=1e-8)
+    np.testing.assert_allclose(many.theta, one.theta, atol=1e-8)
+    np.testing.assert_allclose(many.se, one.se, rtol=1e-7)
+    pd.testing.assert_frame_equal(many.ranef["g"], one.ranef["g"], atol=1e-8, rtol=0)

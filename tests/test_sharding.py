@@ -30,6 +30,14 @@ for name, args in {
     out[name] = {"shards": shards, "converged": bool(four.converged),
                  "dtheta": float(np.max(np.abs(one.theta - four.theta))),
                  "dloglik": abs(one.loglik - four.loglik)}
+gj.api.BLOCK_ROWS = 128  # several blocks, each sharded over the four devices
+blocks = gj.fit("y ~ x + (1 + x | g)", df, family="poisson")
+one = gj.fit("y ~ x + (1 + x | g)", df, family="poisson", devices=jax.devices()[:1])
+model = gj.build_model("y ~ x + (1 + x | g)", df, family="poisson")
+out["blocks"] = {"shards": len(model.data.X.sharding.device_set),
+                 "converged": bool(blocks.converged) and model.data.X.shape[0] > 4,
+                 "dtheta": float(np.max(np.abs(one.theta - blocks.theta))),
+                 "dloglik": abs(one.loglik - blocks.loglik)}
 print("RESULT" + json.dumps(out))
 """
 
