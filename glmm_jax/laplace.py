@@ -237,13 +237,14 @@ MAX_INNER_ITER = 100
 
 
 def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
-                tol: float = 1e-10, max_iter: int = MAX_INNER_ITER):
+                tol: float = 1e-6, max_iter: int = MAX_INNER_ITER):
     """Conditional modes of every cluster by damped Newton (h_j is strictly concave).
 
     Each iteration makes one pass over the rows: it evaluates h, its gradient and Hessian
     at every cluster's trial point, accepts the trial where h did not decrease (and takes
     the Newton step from there), and otherwise shrinks that cluster's step. Stops when
-    every accepted Newton step is below ``tol``; that last step is applied unevaluated.
+    every step is below ``tol`` and applies that last step unevaluated: Newton converges
+    quadratically here, so the modes are then accurate to about ``tol**2``.
     Returns the modes [J, q] and the number of iterations used.
     """
 
