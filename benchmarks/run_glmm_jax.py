@@ -20,7 +20,6 @@ import time
 import traceback
 
 import numpy as np
-
 from cases import CASES, REPO_ROOT, simulate
 
 MARKER = "RESULT_JSON: "

@@ -266,8 +266,9 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         mean = np.mean(y / n)
         mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
         eta_bar = float(fam.link_fn(mean))
-        beta = _least_squares(X, y / n) / float(fam.mu_eta(eta_bar))
-        beta[0] = eta_bar - X[:, 1:].mean(axis=0) @ beta[1:]
+        G = X.T @ X  # its first row holds the column sums
+        beta = np.linalg.solve(G, X.T @ (y / n)) / float(fam.mu_eta(eta_bar))
+        beta[0] = eta_bar - G[0, 1:] @ beta[1:] / len(y)
     elif X.shape[1]:
         beta = _least_squares(X, z - frame.offset)
     else:

@@ -275,7 +275,9 @@ def _grouping(term: RandomTerm, df: pd.DataFrame) -> list[GroupingFactor]:
                 f"convert it, e.g. data[{c!r}].astype('category')"
             )
     if len(cols) == 1:
-        cat = pd.Categorical(df[cols[0]]).remove_unused_categories()
+        cat = pd.Categorical(df[cols[0]])
+        if np.any(np.bincount(cat.codes[cat.codes >= 0], minlength=len(cat.categories)) == 0):
+            cat = cat.remove_unused_categories()
     else:
         label = df[cols[0]].astype(str)
         for c in cols[1:]:

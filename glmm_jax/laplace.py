@@ -125,24 +125,25 @@ def cluster_arrays(X, Z, y, trials, offset, log_const, layout: Layout,
     B = layout.n_blocks if n_blocks is None else n_blocks
     M = layout.max_chunks if n_chunks is None else n_chunks
     J = layout.max_clusters if n_groups is None else n_groups
-    p, q = X.shape[1], Z.shape[1]
-    # one scatter for all columns; padding rows get y = trials = 1 and weight 0
-    rows = np.empty((len(y), p + q + 4))
-    rows[:, :p], rows[:, p : p + q] = X, Z
-    rows[:, p + q], rows[:, p + q + 1] = y - 1.0, trials - 1.0
-    rows[:, p + q + 2], rows[:, p + q + 3] = offset, 1.0
-    packed = np.zeros((B, M, layout.size, p + q + 4))
-    packed[layout.block, layout.chunk, layout.slot] = rows
+    C = layout.size
+    flat = (layout.block * M + layout.chunk) * C + layout.slot  # row position in [B, M, C]
+
+    def scatter(values, fill):
+        out = np.full((B * M * C,) + values.shape[1:], fill)
+        out[flat] = values
+        return out.reshape((B, M, C) + values.shape[1:])
+
     group = np.full((B, M), J - 1, dtype=np.int32)
     cpc = layout.chunks_per_cluster
     chunk_block = np.repeat(layout.cluster_block, cpc)
     chunk_cluster = np.repeat(layout.cluster_slot, cpc)
     block_first = np.searchsorted(chunk_block, np.arange(B))
     group[chunk_block, np.arange(len(chunk_block)) - block_first[chunk_block]] = chunk_cluster
+    # padding rows: weight 0, y = trials = 1 (a valid response for every family)
     return ClusterData(
-        X=packed[..., :p], Z=packed[..., p : p + q], y=packed[..., p + q] + 1.0,
-        trials=packed[..., p + q + 1] + 1.0, offset=packed[..., p + q + 2],
-        weights=packed[..., p + q + 3], group=group,
+        X=scatter(np.asarray(X, float), 0.0), Z=scatter(np.asarray(Z, float), 0.0),
+        y=scatter(y, 1.0), trials=scatter(trials, 1.0), offset=scatter(offset, 0.0),
+        weights=scatter(np.ones(len(y)), 0.0), group=group,
         log_const=np.bincount(layout.block, log_const, B),
     )
 
