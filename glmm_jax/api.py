@@ -13,6 +13,7 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from . import nested
 from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
@@ -145,27 +146,41 @@ def bucket(n: int) -> int:
 
 def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
                  reml: bool = False) -> Model:
-    """Several random terms (or REML): joint Laplace (crossed.py); the term with the most
-    effects comes first (it is eliminated), as lme4 orders terms by their number of levels;
-    under REML the fixed effects are a last pseudo-term with a flat prior."""
+    """Several random terms (or REML): joint Laplace (crossed.py). Nested terms, finest
+    first, are eliminated level by level (nested.py); otherwise the term with the most
+    effects comes first (it is eliminated; lme4 too orders terms by their number of
+    levels). Under REML the fixed effects are a last pseudo-term with a flat prior."""
     if nagq != 1:
         raise GLMMInputError(
             f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single random term; "
             f"this model has {len(frame.groups)} (use nagq=1, the Laplace approximation)"
         )
-    groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
-    frame = replace(frame, groups=tuple(groups))
     p = frame.X.shape[1]
-    terms = [(g.Z, g.codes) for g in groups] + [(frame.X, np.zeros(len(frame.y), int))] * reml
+
+    def layout(groups):
+        terms = [(g.Z, g.codes) for g in groups]
+        terms += [(frame.X, np.zeros(len(frame.y), np.int64))] * reml
+        Js = tuple(len(g.levels) for g in groups) + (1,) * reml
+        return terms, Js
+
+    groups = sorted(frame.groups, key=lambda g: (-len(g.levels), -len(g.z_names)))
+    terms, Js = layout(groups)
+    anc = nested.ancestors([c for _, c in terms], Js)
+    if anc is None:  # crossed: dense Schur complement after the largest term
+        groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
+        terms, Js = layout(groups)
+    frame = replace(frame, groups=tuple(groups))
     qs = tuple(Z.shape[1] for Z, _ in terms)
-    Js = tuple(len(g.levels) for g in groups) + (1,) * reml
-    s = MultiStructure(fam, p, qs, Js, reml=reml)
+    s = MultiStructure(fam, p, qs, Js, reml=reml, nested=anc is not None)
+    n = len(frame.y)
     arrays = MultiData(
         X=frame.X, y=frame.y, trials=frame.trials, offset=frame.offset,
-        weights=np.ones(len(frame.y)),
+        weights=np.ones(n),
         terms=tuple(TermData(Z, c.astype(np.int32)) for Z, c in terms),
-        rest_cols=rest_columns([c for _, c in terms], qs, Js),
+        rest_cols=np.zeros((n, 0), np.int32) if s.nested else
+        rest_columns([c for _, c in terms], qs, Js),
         log_const=np.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
+        anc=anc or (),
     )
     return Model(formula, frame, s, jax.tree.map(jnp.asarray, arrays))
 

@@ -5,11 +5,13 @@ u are found jointly; the negative Hessian of the log-integrand in u,
 
     -H = I + sum_i (-w_i d2_i) v_i v_i^T,   v_i = (L_k^T z_ik placed at level c_k(i))_k,
 
-is sparse. The term with the most effects (term 0 here) has a block-diagonal block A; it
-is eliminated, leaving a dense Schur complement S = D - B^T A^{-1} B over the other terms'
-effects (24 for VerbAgg's items, 181 for grouseticks' broods and locations), so that
-solves cost O(J_0 q_0^3 + Q_r^3) and log det(-H) = sum_j log det A_j + log det S.
-Derivatives in theta go exactly through the joint mode (implicit differentiation).
+is sparse. When the terms are nested (obs in broods in locations), it is eliminated level
+by level with no fill (nested.py). Otherwise (crossed terms) the term with the most
+effects (term 0 here) has a block-diagonal block A; it is eliminated, leaving a dense
+Schur complement S = D - B^T A^{-1} B over the other terms' effects (24 for VerbAgg's
+items), so that solves cost O(J_0 q_0^3 + Q_r^3) and log det(-H) = sum_j log det A_j +
+log det S. Derivatives in theta go exactly through the joint mode (implicit
+differentiation).
 
 REML (Gaussian): the fixed effects join the random effects as a last pseudo-term with a
 flat prior (Z = X, one level, L = I), so the Laplace approximation integrates them out,
@@ -26,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import smallmat
+from . import nested, smallmat
 from .families import Family
 from .laplace import LOG_2PI, MAX_INNER_ITER, row_derivs
 
@@ -47,6 +49,7 @@ class MultiData(NamedTuple):
     terms: tuple  # TermData per term
     rest_cols: jax.Array  # [n, R] column of each row's effects among the other terms
     log_const: jax.Array
+    anc: tuple = ()  # nested terms: ancestor maps (nested.ancestors); () otherwise
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class MultiStructure:
     Js: tuple[int, ...]
     nagq: int = 1
     reml: bool = False  # the last term is then the fixed effects, with a flat prior
+    nested: bool = False  # the terms form a nested chain: sparse elimination (nested.py)
 
     @property
     def n_prior(self) -> int:
@@ -136,6 +140,8 @@ def grad_negHess(u, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
     g = [jax.ops.segment_sum(d1[:, None] * vk, t.codes, num_segments=J) - (k < s.n_prior) * uk
          for k, (vk, t, J, uk) in enumerate(zip(v, data.terms, s.Js, u, strict=True))]
     w = -d2
+    if s.nested:
+        return h, g, _tree_hess(w, v, data, s)
     c0 = data.terms[0].codes
     A = jnp.eye(s.qs[0]) + jax.ops.segment_sum(
         w[:, None, None] * v[0][:, :, None] * v[0][:, None, :], c0, num_segments=s.Js[0])
@@ -152,6 +158,21 @@ def grad_negHess(u, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
         B = jnp.zeros((s.Js[0], s.qs[0], 0), eta0.dtype)
         D = jnp.zeros((0, 0), eta0.dtype)
     return h, g, NegHess(A, B, D)
+
+
+def _tree_hess(w, v, data: MultiData, s: MultiStructure) -> nested.TreeHess:
+    """-H of nested terms: each level with itself and with its ancestors."""
+    K = len(s.qs)
+    A, B = [], []
+    for k in range(K):
+        c, J = data.terms[k].codes, s.Js[k]
+        wv = w[:, None] * v[k]
+        prior = jnp.eye(s.qs[k]) * float(k < s.n_prior)
+        A.append(prior + jax.ops.segment_sum(wv[:, :, None] * v[k][:, None, :], c,
+                                             num_segments=J))
+        B.append(tuple(jax.ops.segment_sum(wv[:, :, None] * v[m][:, None, :], c, num_segments=J)
+                       for m in range(k + 1, K)))
+    return nested.TreeHess(tuple(A), tuple(B))
 
 
 @jax.custom_jvp
@@ -200,8 +221,10 @@ def _schur(nh: NegHess):
     return CA, AiB, nh.D - jnp.einsum("jaq,jar->qr", nh.B, AiB)
 
 
-def solve(nh: NegHess, g: list):
-    """Solve (-H) x = g by eliminating term 0; g and x are lists of [J_k, q_k] per term."""
+def solve(nh, g: list, data: MultiData, s: MultiStructure):
+    """Solve (-H) x = g; g and x are lists of [J_k, q_k] per term."""
+    if s.nested:
+        return nested.solve(nh, g, data.anc)
     CA, AiB, S = _schur(nh)
     Aig0 = smallmat.cho_solve(CA, g[0])
     if not S.shape[0]:
@@ -216,8 +239,10 @@ def solve(nh: NegHess, g: list):
     return out
 
 
-def log_det(nh: NegHess):
-    """log det(-H) = sum_j log det A_j + log det S."""
+def log_det(nh, data: MultiData, s: MultiStructure):
+    """log det(-H) = sum_j log det A_j + log det S (nested terms: nested.log_det)."""
+    if s.nested:
+        return nested.log_det(nh, data.anc)
     CA, _, S = _schur(nh)
     ld = jnp.sum(smallmat.log_det(CA))
     if S.shape[0]:
@@ -232,7 +257,7 @@ def solve_modes(u0, eta0, Ls, log_phi, data: MultiData, s: MultiStructure,
     def newton(state):
         u, _, it = state
         h, g, nh = grad_negHess(u, eta0, Ls, log_phi, data, s)
-        step = solve(nh, g)
+        step = solve(nh, g, data, s)
 
         def worse(alpha):
             trial = [uk + alpha * dk for uk, dk in zip(u, step, strict=True)]
@@ -265,7 +290,7 @@ def _implicit_mode_jvp(s, primals, tangents):
         return g, nh
 
     (_, nh), (dg, _) = jax.jvp(gradient, (eta0, Ls, log_phi), tangents[1:4])
-    return u, solve(nh, dg)
+    return u, solve(nh, dg, data, s)
 
 
 def loglik(beta, Ls, log_phi, u_hat, data: MultiData, s: MultiStructure):
@@ -276,11 +301,13 @@ def loglik(beta, Ls, log_phi, u_hat, data: MultiData, s: MultiStructure):
     # h holds -|u|^2/2 but not the prior's -(Q/2) log 2 pi, which cancels the Laplace
     # approximation's +(Q/2) log 2 pi
     flat = 0.5 * s.p * LOG_2PI if s.reml else 0.0  # the flat prior has no normalizer
-    return h - 0.5 * log_det(nh) + data.log_const + flat
+    return h - 0.5 * log_det(nh, data, s) + data.log_const + flat
 
 
-def inverse_blocks(nh: NegHess, s: MultiStructure):
+def inverse_blocks(nh, data: MultiData, s: MultiStructure):
     """Diagonal blocks of (-H)^{-1}, a list of [J_k, q_k, q_k] (conditional covariances)."""
+    if s.nested:
+        return nested.inverse_blocks(nh, data.anc)
     CA, AiB, S = _schur(nh)
     Ainv = smallmat.inverse(nh.A)
     if not S.shape[0]:

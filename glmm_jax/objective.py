@@ -113,7 +113,7 @@ def u_covariance(theta, u_hat, data, s):
     if isinstance(s, MultiStructure):
         _, _, nh = crossed.grad_negHess(u_hat, crossed.fixed_eta(beta, data, s), L, log_phi,
                                         data, s)
-        return crossed.inverse_blocks(nh, s)
+        return crossed.inverse_blocks(nh, data, s)
 
     def block(u, d):
         return smallmat.inverse(grad_negHess(u, fixed_eta(beta, d), L, log_phi, d, s)[2])

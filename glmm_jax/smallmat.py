@@ -55,8 +55,13 @@ def chol_solve(A, b):
     return cho_solve(cholesky(A), b)
 
 
+def cho_inverse(C):
+    """A^{-1} [..., q, q] given the Cholesky factor C of A."""
+    q = len(C)
+    eye = jnp.broadcast_to(jnp.eye(q, dtype=C[0][0].dtype), C[0][0].shape + (q, q))
+    return jnp.stack([cho_solve(C, eye[..., k]) for k in range(q)], axis=-1)
+
+
 def inverse(A):
     """A^{-1} for positive definite A [..., q, q]."""
-    q, C = A.shape[-1], cholesky(A)
-    eye = jnp.broadcast_to(jnp.eye(q), A.shape)
-    return jnp.stack([cho_solve(C, eye[..., k]) for k in range(q)], axis=-1)
+    return cho_inverse(cholesky(A))
