@@ -110,8 +110,11 @@ def build_model(
                 f"{len(frame.y)} observations: the random effects and the residual variance "
                 "are not identifiable"
             )
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise GLMMInputError("devices= is empty")
     if len(frame.groups) > 1 or reml:
-        return _build_multi(spec.formula, frame, fam, int(nagq), reml)
+        return _build_multi(spec.formula, frame, fam, int(nagq), reml, devices)
     grouping = frame.groups[0]
     q = grouping.Z.shape[1]
     if nagq**q > MAX_QUADRATURE_NODES:
@@ -123,9 +126,6 @@ def build_model(
     # pad blocks, clusters and chunks to size buckets, so that models of nearby sizes reuse
     # one compiled program (padding has zero weight; empty clusters add exactly 0)
     s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), int(nagq))
-    devices = list(jax.devices() if devices is None else devices)
-    if not devices:
-        raise GLMMInputError("devices= is empty")
     # and chunks to a multiple of the number of devices, over which they are sharded
     n_chunks = -(-bucket(layout.max_chunks) // len(devices)) * len(devices)
     arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, bucket(layout.n_blocks))
@@ -145,11 +145,13 @@ def bucket(n: int) -> int:
 
 
 def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
-                 reml: bool = False) -> Model:
+                 reml: bool = False, devices=None) -> Model:
     """Several random terms (or REML): joint Laplace (crossed.py). Nested terms, finest
     first, are eliminated level by level (nested.py); otherwise the term with the most
     effects comes first (it is eliminated; lme4 too orders terms by their number of
-    levels). Under REML the fixed effects are a last pseudo-term with a flat prior."""
+    levels). Under REML the fixed effects are a last pseudo-term with a flat prior.
+    Rows are sharded over ``devices`` (padded with zero-weight rows to a multiple of
+    their number)."""
     if nagq != 1:
         raise GLMMInputError(
             f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single random term; "
@@ -172,17 +174,34 @@ def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
     frame = replace(frame, groups=tuple(groups))
     qs = tuple(Z.shape[1] for Z, _ in terms)
     s = MultiStructure(fam, p, qs, Js, reml=reml, nested=anc is not None)
+    devices = list(jax.devices() if devices is None else devices)
     n = len(frame.y)
+    pad = -n % len(devices)
+
+    def rows(a, fill=0):  # zero-weight padding rows (level 0 of every term, y = 1)
+        return np.concatenate([a, np.full((pad,) + a.shape[1:], fill, a.dtype)])
+
     arrays = MultiData(
-        X=frame.X, y=frame.y, trials=frame.trials, offset=frame.offset,
-        weights=np.ones(n),
-        terms=tuple(TermData(Z, c.astype(np.int32)) for Z, c in terms),
-        rest_cols=np.zeros((n, 0), np.int32) if s.nested else
-        rest_columns([c for _, c in terms], qs, Js),
+        X=rows(frame.X), y=rows(frame.y, 1), trials=rows(frame.trials, 1),
+        offset=rows(frame.offset), weights=rows(np.ones(n)),
+        terms=tuple(TermData(rows(Z), rows(c.astype(np.int32))) for Z, c in terms),
+        rest_cols=np.zeros((n + pad, 0), np.int32) if s.nested else
+        rest_columns([rows(c) for _, c in terms], qs, Js),
         log_const=np.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
         anc=anc or (),
     )
-    return Model(formula, frame, s, jax.tree.map(jnp.asarray, arrays))
+    return Model(formula, frame, s, place_rows(arrays, devices))
+
+
+def place_rows(arrays: MultiData, devices) -> MultiData:
+    """Put row-level arrays on ``devices``, sharded by rows; the rest replicated."""
+    if len(devices) == 1:
+        return jax.device_put(arrays, devices[0])
+    mesh = Mesh(np.asarray(devices), ("rows",))
+    n = arrays.y.shape[0]
+    rows, whole = NamedSharding(mesh, P("rows")), NamedSharding(mesh, P())
+    return jax.tree.map(
+        lambda a: jax.device_put(a, rows if np.ndim(a) and a.shape[0] == n else whole), arrays)
 
 
 def place(arrays: ClusterData, devices) -> ClusterData:

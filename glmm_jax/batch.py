@@ -23,7 +23,7 @@ from .errors import ConvergenceWarning, DataWarning, GLMMInputError, SingularFit
 from .families import Family, get_family
 from .formula import parse_formula
 from .laplace import Structure, chunk_size, make_layout
-from .optimize import newton_fit_many
+from .optimize import lbfgs_fit, newton_fit, newton_fit_many
 from .results import GLMMResult
 
 MEMORY_BUDGET = 2e9  # bytes of working memory one vmapped batch may use (rough model)
@@ -222,10 +222,18 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
                               max_iter=max_iter)
         res = jax.tree.map(np.asarray, res)
         for j, i in enumerate(idx):
-            one = jax.tree.map(lambda a, j=j: a[j], res)  # _result drops padding clusters
+            one = jax.tree.map(lambda a, j=j: a[j], res)
+            notes = ()
+            if not one.converged:  # as fit(): L-BFGS from where Newton stopped, then Newton
+                d = jax.tree.map(lambda a, j=j: a[j], data)
+                theta, n_lbfgs = lbfgs_fit(one.theta, one.u, d, s, max_iter=5 * max_iter)
+                one = jax.tree.map(np.asarray,
+                                   newton_fit(theta, one.u, d, s, max_iter=max_iter))
+                notes = (f"Newton stopped early; continued with L-BFGS ({int(n_lbfgs)} "
+                         "iterations) and Newton again",)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out[keys[i]] = _result(formula, frames[i], fam, s, one)
+                out[keys[i]] = _result(formula, frames[i], fam, s, one, notes)
     return out
 
 

@@ -103,3 +103,18 @@ def test_gaussian_needs_explicit_ml(datasets):
     with pytest.raises(gj.GLMMInputError, match="one random term"):
         gj.fit_many("incidence ~ period + (1 | herd) + (1 | period)", {"a": df},
                     family="poisson")
+
+
+def test_lbfgs_fallback_as_in_fit(datasets):
+    # with too few Newton iterations, each dataset continues as fit() does: L-BFGS, then
+    # Newton again; the batch gives fit()'s answer, note included
+    few = {k: datasets[k] for k in ("s0", "s1")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = gj.fit_many(FORMULA, few, max_iter=2, progress=False)
+        for key, df in few.items():
+            alone = gj.fit(FORMULA, df, max_iter=2)
+            got = out.results[key]
+            assert "L-BFGS" in got.messages[0] and got.messages == alone.messages
+            assert got.converged == alone.converged
+            np.testing.assert_allclose(got.theta, alone.theta, atol=1e-6)

@@ -1,5 +1,6 @@
-"""Sharding clusters across several devices gives the single-device fit (CPU devices forced
-with XLA_FLAGS in a subprocess, since the flag must be set before JAX starts)."""
+"""Sharding clusters (one random term) or rows (several terms) across several devices gives
+the single-device fit (CPU devices forced with XLA_FLAGS in a subprocess, since the flag
+must be set before JAX starts)."""
 
 import json
 import os
@@ -19,10 +20,16 @@ b = rng.normal(size=(60, 2)) * [0.7, 0.3]
 y = rng.poisson(np.exp(0.3 + 0.5 * x + b[g, 0] + b[g, 1] * x))
 df = pd.DataFrame({"y": y, "x": x, "g": g})
 cb = gj.datasets.load("cbpp")
+gt = gj.datasets.load("grouseticks")
+gt = gt.assign(**{c: gt[c].astype(str) for c in ("BROOD", "INDEX", "LOCATION")})
+va = gj.datasets.load("verbagg").assign(y=lambda d: (d.r2 == "Y").astype(int))
 out = {}
 for name, args in {
     "cbpp": ("cbind(incidence, size - incidence) ~ period + (1 | herd)", cb, "binomial"),
     "slope": ("y ~ x + (1 + x | g)", df, "poisson"),
+    "nested": ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", gt,
+               "poisson"),
+    "crossed": ("y ~ Anger + Gender + (1 | id) + (1 | item)", va, "binomial"),
 }.items():
     one = gj.fit(*args, devices=jax.devices()[:1])
     four = gj.fit(*args)  # default: all four devices
