@@ -88,25 +88,20 @@ def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None,
                 block_rows: int | None = None) -> Layout:
     """Chunk layout for rows with cluster ``codes`` (any order).
 
-    Clusters are taken in order and packed whole into blocks of at most ``block_rows``
-    rows (rounded to chunks; a larger cluster gets a block of its own); ``None``: one
-    block.
+    Clusters are taken in order and packed whole into B blocks of about equal size, B the
+    number of whole ``block_rows``-row blocks the chunks fill (``None``: one block).
     """
     counts = np.bincount(codes, minlength=n_groups)
     C = chunk_size(counts) if size is None else size
     chunks_per = -(-counts // C)  # ceil; an empty cluster gets no chunk
     cum = np.cumsum(chunks_per)
-    cap = int(cum[-1]) if block_rows is None else max(block_rows // C, int(chunks_per.max()))
-    cluster_block = np.zeros(n_groups, dtype=np.int64)
-    first, base, b = 0, 0, 0
-    while first < n_groups:
-        last = max(int(np.searchsorted(cum, base + cap, side="right")), first + 1)
-        cluster_block[first:last] = b
-        base, first, b = int(cum[last - 1]), last, b + 1
+    total = int(cum[-1])
+    b = 1 if block_rows is None else max(1, total // max(block_rows // C, 1))
+    chunk_start = cum - chunks_per  # first chunk of each cluster, overall
+    cluster_block = np.minimum(chunk_start * b // max(total, 1), b - 1)  # where it starts
     block_start = np.searchsorted(cluster_block, np.arange(b))  # first cluster of each block
     cluster_slot = np.arange(n_groups) - block_start[cluster_block]
-    chunk_start = np.concatenate([[0], cum[:-1]])  # first chunk of each cluster, overall
-    first_chunk = chunk_start - chunk_start[block_start][cluster_block]  # ... in its block
+    first_chunk = chunk_start - chunk_start[np.minimum(block_start, n_groups - 1)][cluster_block]
     order = np.argsort(codes, kind="stable")
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(len(codes), dtype=np.int64)

@@ -67,3 +67,24 @@ def test_blocks_give_the_single_block_answer(monkeypatch, family, slope):
     np.testing.assert_allclose(many.theta, one.theta, atol=1e-8)
     np.testing.assert_allclose(many.se, one.se, rtol=1e-7)
     pd.testing.assert_frame_equal(many.ranef["g"], one.ranef["g"], atol=1e-8, rtol=0)
+
+
+def test_block_layout_keeps_clusters_whole():
+    from glmm_jax.laplace import cluster_arrays, make_layout
+
+    rng = np.random.default_rng(0)
+    sizes = np.concatenate([[900], rng.integers(1, 30, 200)])  # one cluster of 900 rows
+    codes = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    lay = make_layout(codes, len(sizes), size=4, block_rows=256)
+    assert lay.n_blocks > 3
+    place = np.stack([lay.block, lay.chunk, lay.slot], axis=1)
+    assert len(np.unique(place, axis=0)) == len(codes)  # every row has its own place
+    assert np.all(lay.block == lay.cluster_block[codes])  # a cluster stays in one block
+    n = len(codes)
+    data = cluster_arrays(np.ones((n, 1)), np.ones((n, 1)), np.ones(n), np.ones(n),
+                          np.zeros(n), np.zeros(n), lay)
+    assert data.weights.sum() == n
+    # each chunk holds rows of the cluster it is assigned to, in non-decreasing order
+    chunk_cluster = data.group[lay.block, lay.chunk]
+    assert np.all(chunk_cluster == lay.cluster_slot[codes])
+    assert np.all(np.diff(data.group, axis=1) >= 0)
