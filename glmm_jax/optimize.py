@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .crossed import MultiStructure
 from .laplace import MAX_INNER_ITER, ClusterData, Structure
 from .objective import block_negloglik, modes, negloglik, u_covariance
 
@@ -77,6 +78,7 @@ class _State(NamedTuple):
     converged: jax.Array
     failed: jax.Array
     inner_ok: jax.Array  # modes at theta converged
+    risky: jax.Array  # the next trial may well fail: check its value before its Hessian
 
 
 def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100,
@@ -87,8 +89,11 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     Hessian (full Newton steps are almost always accepted, so a separate value-only
     evaluation would cost more than it saves); a point that fails the Armijo test halves
     the step. The mode solver and the Hessian each appear once in the compiled program.
+    With several random terms (where a Hessian can cost seconds), a trial point after a
+    rejection or after a step from an indefinite Hessian is first checked on its value.
     """
     n = theta0.shape[0]
+    value_first = isinstance(s, MultiStructure)
 
     def accept(st: _State, theta, u, inner_ok, f, g, H):
         d, pos_def = _direction(g, H)
@@ -96,7 +101,8 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         converged = pos_def & (decrement < tol * (1.0 + jnp.abs(f)))
         d = d * jnp.minimum(1.0, max_step / jnp.linalg.norm(d))
         return st._replace(theta=theta, u=u, f=f, g=g, H=H, d=d, alpha=jnp.ones(()),
-                           n_iter=st.n_iter + 1, converged=converged, inner_ok=inner_ok)
+                           n_iter=st.n_iter + 1, converged=converged, inner_ok=inner_ok,
+                           risky=~pos_def)
 
     def reject(st: _State, theta, u, inner_ok, f, g, H):
         alpha = 0.5 * st.alpha
@@ -104,13 +110,22 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         decrement = -(st.g @ st.d)
         near = decrement < 1e-8 * (1.0 + jnp.abs(st.f))
         stuck = alpha < 1e-10
-        return st._replace(alpha=alpha, converged=stuck & near, failed=stuck & ~near)
+        return st._replace(alpha=alpha, converged=stuck & near, failed=stuck & ~near,
+                           risky=jnp.asarray(True))
 
     def body(st: _State):
         theta = st.theta + st.alpha * st.d
         u, inner_iter = modes(theta, st.u, data, s)
-        f, g, H = value_grad_hess(theta, u, data, s)
-        ok = f <= st.f + 1e-4 * st.alpha * (st.g @ st.d)
+        bound = st.f + 1e-4 * st.alpha * (st.g @ st.d)  # Armijo
+        if value_first:
+            f_try = jax.lax.cond(st.risky, lambda: negloglik(theta, u, data, s),
+                                 lambda: -jnp.inf * jnp.ones(()))
+            f, g, H = jax.lax.cond(f_try <= bound,
+                                   lambda: value_grad_hess(theta, u, data, s),
+                                   lambda: (f_try, jnp.zeros(n), jnp.zeros((n, n))))
+        else:
+            f, g, H = value_grad_hess(theta, u, data, s)
+        ok = f <= bound
         return jax.lax.cond(ok, accept, reject, st, theta, u, inner_iter < MAX_INNER_ITER,
                             f, g, H)
 
@@ -120,7 +135,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     zero = jnp.zeros(())
     init = _State(theta0, u0, jnp.asarray(jnp.inf), jnp.zeros(n), jnp.zeros((n, n)),
                   jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False),
-                  jnp.asarray(True))
+                  jnp.asarray(True), jnp.asarray(False))
     st = jax.lax.while_loop(cond, body, init)
     u_cov = u_covariance(st.theta, st.u, data, s)
     return NewtonResult(st.theta, st.u, st.f, st.g, st.H, u_cov, st.n_iter, st.converged,
