@@ -110,11 +110,17 @@ def build_model(
                 f"{len(frame.y)} observations: the random effects and the residual variance "
                 "are not identifiable"
             )
+    return model_from_frame(spec.formula, frame, fam, int(nagq), devices, reml)
+
+
+def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1,
+                     devices=None, reml: bool = False) -> Model:
+    """Lay out a validated model frame for the engine (see :func:`build_model`)."""
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise GLMMInputError("devices= is empty")
     if len(frame.groups) > 1 or reml:
-        return _build_multi(spec.formula, frame, fam, int(nagq), reml, devices)
+        return _build_multi(formula, frame, fam, nagq, reml, devices)
     grouping = frame.groups[0]
     q = grouping.Z.shape[1]
     if nagq**q > MAX_QUADRATURE_NODES:
@@ -125,11 +131,11 @@ def build_model(
     layout = make_layout(grouping.codes, len(grouping.levels), block_rows=BLOCK_ROWS)
     # pad blocks, clusters and chunks to size buckets, so that models of nearby sizes reuse
     # one compiled program (padding has zero weight; empty clusters add exactly 0)
-    s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), int(nagq))
+    s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), nagq)
     # and chunks to a multiple of the number of devices, over which they are sharded
     n_chunks = -(-bucket(layout.max_chunks) // len(devices)) * len(devices)
     arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, bucket(layout.n_blocks))
-    return Model(spec.formula, frame, s, place(arrays, devices),
+    return Model(formula, frame, s, place(arrays, devices),
                  (layout.cluster_block, layout.cluster_slot))
 
 
@@ -266,7 +272,11 @@ def fit(
     >>> round(res.loglik, 3)
     -92.026
     """
-    model = build_model(formula, data, family, link, nagq, devices, reml)
+    return fit_model(build_model(formula, data, family, link, nagq, devices, reml), max_iter)
+
+
+def fit_model(model: Model, max_iter: int = 100) -> GLMMResult:
+    """Fit a model from :func:`build_model` (what :func:`fit` does after building it)."""
     s = model.structure
     out = newton_fit(jnp.asarray(model.start()), zero_modes(s, _n_blocks(model.data, s)),
                      model.data, s, max_iter=max_iter)

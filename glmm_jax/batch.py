@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .api import MAX_QUADRATURE_NODES, _result, frame_arrays, start_values
+from .api import (
+    MAX_QUADRATURE_NODES,
+    _result,
+    fit_model,
+    frame_arrays,
+    model_from_frame,
+    start_values,
+)
 from .design import ModelFrame, aliased_columns, build_frame, subset_frame
 from .errors import ConvergenceWarning, DataWarning, GLMMInputError, SingularFitWarning
 from .families import Family, get_family
@@ -27,6 +34,7 @@ from .optimize import lbfgs_fit, newton_fit, newton_fit_many
 from .results import GLMMResult
 
 MEMORY_BUDGET = 2e9  # bytes of working memory one vmapped batch may use (rough model)
+MIN_BATCH = 4  # datasets so large that fewer fit in one batch are fitted one by one
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,9 @@ def fit_many(
     Args:
       formula, family, link, nagq, max_iter: as in :func:`glmm_jax.fit`.
       data: one DataFrame split by the ``by`` column, or a list/dict of DataFrames.
-      batch_size: datasets per vmapped batch (default: as many as fit a memory budget).
+      batch_size: datasets per vmapped batch (default: as many as fit a memory budget;
+        when fewer than ``MIN_BATCH`` large datasets fit, they are fitted one by one with
+        :func:`glmm_jax.fit`'s engine, which is then faster).
       progress: show a tqdm progress bar over batches (default: when several batches).
       reml: Gaussian models are fitted by ML here: pass ``reml=False`` (REML batches are
         not available yet).
@@ -203,6 +213,10 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
     if batch_size is None:
         per_fit = M * C * (p + q + 8) * 8 * 60 * max(1, nagq**q)
         batch_size = int(max(1, min(len(frames), MEMORY_BUDGET // per_fit)))
+        if batch_size < MIN_BATCH < len(frames):
+            # large datasets: one at a time with fit()'s engine (blocks of clusters),
+            # which is faster than a small vmapped batch
+            return _fit_each(formula, frames, keys, fam, nagq, max_iter, progress)
     starts = [start_values(f, fam, s) for f in frames]
     arrays = [frame_arrays(f, fam, lay, M, J) for f, lay in zip(frames, layouts, strict=True)]
     batches = range(0, len(frames), batch_size)
@@ -234,6 +248,20 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out[keys[i]] = _result(formula, frames[i], fam, s, one, notes)
+    return out
+
+
+def _fit_each(formula, frames, keys, fam, nagq, max_iter, progress):
+    items = zip(keys, frames, strict=True)
+    if progress is None or progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, total=len(frames), desc="fit_many", unit="dataset")
+    out = {}
+    for key, frame in items:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out[key] = fit_model(model_from_frame(formula, frame, fam, nagq), max_iter)
     return out
 
 

@@ -118,3 +118,14 @@ def test_lbfgs_fallback_as_in_fit(datasets):
             assert "L-BFGS" in got.messages[0] and got.messages == alone.messages
             assert got.converged == alone.converged
             np.testing.assert_allclose(got.theta, alone.theta, atol=1e-6)
+
+
+def test_large_datasets_are_fitted_one_by_one(datasets, monkeypatch):
+    # datasets too large for a useful vmapped batch go through fit()'s engine, same answer
+    monkeypatch.setattr(gj.batch, "MEMORY_BUDGET", 1.0)
+    few = {k: datasets[k] for k in ("s0", "s1", "s2")}
+    out = gj.fit_many(FORMULA, few, progress=False)
+    for key, df in few.items():
+        alone = gj.fit(FORMULA, df)
+        np.testing.assert_allclose(out.results[key].theta, alone.theta, atol=1e-10)
+        assert out.results[key].loglik == pytest.approx(alone.loglik, abs=1e-10)
