@@ -96,8 +96,8 @@ def run_case(case: str, n: int) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", type=int, default=1000)
-    ap.add_argument("--outcomes", type=int, default=200)
+    ap.add_argument("--datasets", type=int, default=1000, help="cbpp-size datasets (0: skip)")
+    ap.add_argument("--outcomes", type=int, default=200, help="registry outcomes (0: skip)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -106,6 +106,8 @@ def main(argv=None) -> None:
         return
     results = []
     for case, n in (("cbpp_many", args.datasets), ("registry_outcomes", args.outcomes)):
+        if n <= 0:  # --outcomes 0: skip that case
+            continue
         cmd = [sys.executable, __file__, "--case", case, "--n", str(n)]
         r = run_fresh(cmd, 3600, "glmm_jax")
         print(json.dumps(r, indent=1))
