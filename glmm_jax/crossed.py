@@ -206,18 +206,10 @@ def _spd_log_det_jvp(primals, tangents):
     return spd_log_det(S), jnp.sum(spd_inverse(S) * dS)
 
 
-def _solve_blocks(CA, B):
-    """A_j^{-1} B_j for every block (A given by its Cholesky factor), B [J, q, R]."""
-    if B.shape[-1] == 0:
-        return B
-    x = jax.vmap(lambda b: smallmat.cho_solve(CA, b))(jnp.moveaxis(B, -1, 0))
-    return jnp.moveaxis(x, 0, -1)
-
-
 def _schur(nh: NegHess):
     """Cholesky of the A blocks, A^{-1} B, and S = D - B^T A^{-1} B."""
     CA = smallmat.cholesky(nh.A)
-    AiB = _solve_blocks(CA, nh.B)
+    AiB = smallmat.cho_solve_matrix(CA, nh.B)
     return CA, AiB, nh.D - jnp.einsum("jaq,jar->qr", nh.B, AiB)
 
 

@@ -10,9 +10,10 @@ Layout: rows sorted by cluster are packed into chunks of C rows, each chunk hold
 of one cluster only (a cluster's last chunk is padded with zero-weight rows). Sums over a
 cluster are a dense sum within chunks followed by a ``segment_sum`` over chunks, so
 clusters of very different sizes cost only their own rows (rounded up to C), and the
-row-level work is dense and fuses well. The per-row derivatives of log p in eta come
-from autodiff; gradients and Hessians in u follow from the chain rule through the linear
-predictor.
+row-level work is dense and fuses well. Large models are split into blocks of whole
+clusters (``make_layout``), which objective.py processes one after the other. The
+per-row derivatives of log p in eta come from autodiff; gradients and Hessians in u
+follow from the chain rule through the linear predictor.
 """
 
 from __future__ import annotations

@@ -60,12 +60,6 @@ def _segsum(v, idx, n):
     return jax.ops.segment_sum(v, idx, num_segments=n)
 
 
-def _solve_blocks(C, B):
-    """A_j^{-1} B_j for every level (A by its Cholesky factor C), B [J, q, r]."""
-    x = jax.vmap(lambda b: smallmat.cho_solve(C, b))(jnp.moveaxis(B, -1, 0))
-    return jnp.moveaxis(x, 0, -1)
-
-
 def factor(th: TreeHess, anc):
     """Eliminate the terms finest first: Cholesky factors of the updated A_k and
     X_km = A_k^{-1} B_km (with B_km updated by the finer terms)."""
@@ -74,7 +68,7 @@ def factor(th: TreeHess, anc):
     Cs, Xs = [], []
     for k in range(K):
         C = smallmat.cholesky(A[k])
-        X = [_solve_blocks(C, b) for b in B[k]]
+        X = [smallmat.cho_solve_matrix(C, b) for b in B[k]]
         Cs.append(C)
         Xs.append(X)
         for i, m in enumerate(range(k + 1, K)):

@@ -7,6 +7,7 @@ the general LAPACK-backed routines (which dominate compile time at q = 1..4).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -48,6 +49,13 @@ def solve_upper_t(C, b):
 def cho_solve(C, b):
     """Solve A x = b given the Cholesky factor C of A (from :func:`cholesky`)."""
     return solve_upper_t(C, solve_lower(C, b))
+
+
+def cho_solve_matrix(C, B):
+    """Solve A X = B for X [..., q, r] given the Cholesky factor C of A (r may be 0)."""
+    if B.shape[-1] == 0:
+        return B
+    return jnp.moveaxis(jax.vmap(lambda b: cho_solve(C, b))(jnp.moveaxis(B, -1, 0)), 0, -1)
 
 
 def chol_solve(A, b):
