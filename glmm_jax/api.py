@@ -199,26 +199,26 @@ def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
     return Model(formula, frame, s, place_rows(arrays, devices))
 
 
-def place_rows(arrays: MultiData, devices) -> MultiData:
-    """Put row-level arrays on ``devices``, sharded by rows; the rest replicated."""
+def _shard(arrays, devices, spec: P, is_sharded):
+    """Put ``arrays`` on ``devices``: those where ``is_sharded(a)`` split by ``spec`` (over
+    mesh axis "d"), the rest replicated."""
     if len(devices) == 1:
         return jax.device_put(arrays, devices[0])
-    mesh = Mesh(np.asarray(devices), ("rows",))
+    mesh = Mesh(np.asarray(devices), ("d",))
+    split, whole = NamedSharding(mesh, spec), NamedSharding(mesh, P())
+    return jax.tree.map(lambda a: jax.device_put(a, split if is_sharded(a) else whole), arrays)
+
+
+def place_rows(arrays: MultiData, devices) -> MultiData:
+    """Put row-level arrays on ``devices``, sharded by rows; the rest replicated."""
     n = arrays.y.shape[0]
-    rows, whole = NamedSharding(mesh, P("rows")), NamedSharding(mesh, P())
-    return jax.tree.map(
-        lambda a: jax.device_put(a, rows if np.ndim(a) and a.shape[0] == n else whole), arrays)
+    return _shard(arrays, devices, P("d"), lambda a: np.ndim(a) > 0 and a.shape[0] == n)
 
 
 def place(arrays: ClusterData, devices) -> ClusterData:
     """Put the arrays on ``devices``: each block's row chunks sharded across them, the
     per-block constants replicated."""
-    if len(devices) == 1:
-        return jax.device_put(arrays, devices[0])
-    mesh = Mesh(np.asarray(devices), ("chunks",))
-    rows, whole = NamedSharding(mesh, P(None, "chunks")), NamedSharding(mesh, P())
-    return jax.tree.map(lambda a: jax.device_put(a, rows if np.ndim(a) > 1 else whole),
-                        arrays)
+    return _shard(arrays, devices, P(None, "d"), lambda a: np.ndim(a) > 1)
 
 
 def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None,
@@ -282,12 +282,17 @@ def fit_model(model: Model, max_iter: int = 100) -> GLMMResult:
                      model.data, s, max_iter=max_iter)
     notes = ()
     if not bool(out.converged):
-        # fall back on L-BFGS from where Newton stopped, then let Newton finish
-        theta, n_lbfgs = lbfgs_fit(out.theta, out.u, model.data, s, max_iter=5 * max_iter)
-        out = newton_fit(theta, out.u, model.data, s, max_iter=max_iter)
-        notes = (f"Newton stopped early; continued with L-BFGS ({int(n_lbfgs)} iterations) "
-                 "and Newton again",)
+        out, notes = continue_with_lbfgs(out, model.data, s, max_iter)
     return _result(model.formula, model.frame, s.family, s, out, notes, model.clusters)
+
+
+def continue_with_lbfgs(out, data, s, max_iter: int):
+    """Newton stopped early: L-BFGS (at most ``5 * max_iter`` iterations) from where it
+    stopped, then Newton again; returns the new result and a note saying so."""
+    theta, n_lbfgs = lbfgs_fit(out.theta, out.u, data, s, max_iter=5 * max_iter)
+    out = newton_fit(theta, out.u, data, s, max_iter=max_iter)
+    return out, (f"Newton stopped early; continued with L-BFGS ({int(n_lbfgs)} iterations) "
+                 "and Newton again",)
 
 
 def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:

@@ -20,6 +20,7 @@ import pandas as pd
 from .api import (
     MAX_QUADRATURE_NODES,
     _result,
+    continue_with_lbfgs,
     fit_model,
     frame_arrays,
     model_from_frame,
@@ -30,7 +31,7 @@ from .errors import ConvergenceWarning, DataWarning, GLMMInputError, SingularFit
 from .families import Family, get_family
 from .formula import parse_formula
 from .laplace import Structure, chunk_size, make_layout
-from .optimize import lbfgs_fit, newton_fit, newton_fit_many
+from .optimize import newton_fit_many
 from .results import GLMMResult
 
 MEMORY_BUDGET = 2e9  # bytes of working memory one vmapped batch may use (rough model)
@@ -238,13 +239,10 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
         for j, i in enumerate(idx):
             one = jax.tree.map(lambda a, j=j: a[j], res)
             notes = ()
-            if not one.converged:  # as fit(): L-BFGS from where Newton stopped, then Newton
-                d = jax.tree.map(lambda a, j=j: a[j], data)
-                theta, n_lbfgs = lbfgs_fit(one.theta, one.u, d, s, max_iter=5 * max_iter)
-                one = jax.tree.map(np.asarray,
-                                   newton_fit(theta, one.u, d, s, max_iter=max_iter))
-                notes = (f"Newton stopped early; continued with L-BFGS ({int(n_lbfgs)} "
-                         "iterations) and Newton again",)
+            if not one.converged:  # as fit()
+                one, notes = continue_with_lbfgs(
+                    one, jax.tree.map(lambda a, j=j: a[j], data), s, max_iter)
+                one = jax.tree.map(np.asarray, one)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out[keys[i]] = _result(formula, frames[i], fam, s, one, notes)
