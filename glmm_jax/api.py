@@ -13,7 +13,7 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import nested
+from . import lmm, nested
 from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
@@ -119,6 +119,10 @@ def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise GLMMInputError("devices= is empty")
+    if fam.name == "gaussian":
+        model = _build_lmm(formula, frame, fam, nagq, reml, devices)
+        if model is not None:
+            return model
     if len(frame.groups) > 1 or reml:
         return _build_multi(formula, frame, fam, nagq, reml, devices)
     grouping = frame.groups[0]
@@ -150,6 +154,34 @@ def bucket(n: int) -> int:
     return int(np.ceil(2 ** (k / 4)))
 
 
+def _build_lmm(formula: str, frame: ModelFrame, fam: Family, nagq: int, reml: bool,
+               devices) -> Model | None:
+    """A Gaussian model fitted from its cross products (lmm.py); None when its dense part
+    would be too large (then the joint Laplace path, exact too, takes it)."""
+    _check_one_term_for_agq(frame, nagq)
+    groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
+    terms = [(g.Z, g.codes) for g in groups]
+    Js = tuple(len(g.levels) for g in groups)
+    r, n_pairs = lmm.size(terms, Js)
+    if r + reml * frame.X.shape[1] > lmm.MAX_DENSE or n_pairs > lmm.MAX_PAIRS:
+        return None
+    p = frame.X.shape[1]
+    qs = tuple(len(g.z_names) for g in groups) + (p,) * reml
+    s = lmm.LmmStructure(fam, p, qs, Js + (1,) * reml, nagq, reml=reml)
+    stats = lmm.cross_products(frame.X, frame.y, terms, Js)
+    devices = list(jax.devices() if devices is None else devices)
+    return Model(formula, replace(frame, groups=tuple(groups)), s,
+                 jax.device_put(stats, devices[0]))
+
+
+def _check_one_term_for_agq(frame: ModelFrame, nagq: int) -> None:
+    if nagq != 1 and len(frame.groups) > 1:
+        raise GLMMInputError(
+            f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single random term; "
+            f"this model has {len(frame.groups)} (use nagq=1, the Laplace approximation)"
+        )
+
+
 def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
                  reml: bool = False, devices=None) -> Model:
     """Several random terms (or REML): joint Laplace (crossed.py). Nested terms, finest
@@ -158,11 +190,7 @@ def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
     levels). Under REML the fixed effects are a last pseudo-term with a flat prior.
     Rows are sharded over ``devices`` (padded with zero-weight rows to a multiple of
     their number)."""
-    if nagq != 1:
-        raise GLMMInputError(
-            f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single random term; "
-            f"this model has {len(frame.groups)} (use nagq=1, the Laplace approximation)"
-        )
+    _check_one_term_for_agq(frame, nagq)
     p = frame.X.shape[1]
 
     def layout(groups):
@@ -300,9 +328,10 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
 
     Fixed effects from least squares: with an intercept and no offset, slopes on the mean
     scale divided by dmu/deta at the mean (a linearized GLM); otherwise on the
-    link-transformed response. Random effects: L = 0.5 * scale / rms(Z column); with one
-    grouping factor, the intercept's SD is instead a moment estimate (below), and the
-    fixed effects are moved from their marginal to their conditional scale.
+    link-transformed response. Random effects: L = 0.5 * scale / rms(Z column), except
+    random intercepts, whose SDs are moment estimates (below), term by term; then the
+    fixed effects are moved from their marginal to their conditional scale, or (Gaussian)
+    the residual variance is what the random intercepts leave of the total.
     """
     y, n, X = frame.y, frame.trials, frame.X
     if fam.name == "binomial":
@@ -330,13 +359,18 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         Ls.append(np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0)))
     mu = fam.inverse_link(eta)
     log_phi = fam.start_dispersion(y, mu * (n if fam.name == "binomial" else 1.0))
-    g = frame.groups[0]
-    if len(frame.groups) == 1 and "(Intercept)" in g.z_names:
-        k = g.z_names.index("(Intercept)")
-        sd = _intercept_sd(fam, y, n, mu, fam.mu_eta(eta), log_phi, g.codes, len(g.levels))
-        Ls[0][k, k] = np.clip(sd, 0.1 * scale, 5.0 * scale) if np.isfinite(sd) else scale
-        if X.shape[1]:
-            beta = _conditional_beta(fam, beta, frame.x_names, Ls[0][k, k] ** 2)
+    d_eta = fam.mu_eta(eta)
+    var_sum = 0.0
+    for g, L in zip(frame.groups, Ls, strict=True):
+        if "(Intercept)" in g.z_names:
+            k = g.z_names.index("(Intercept)")
+            sd = _intercept_sd(fam, y, n, mu, d_eta, log_phi, g.codes, len(g.levels))
+            L[k, k] = np.clip(sd, 0.1 * scale, 5.0 * scale) if np.isfinite(sd) else scale
+            var_sum += L[k, k] ** 2
+    if fam.name == "gaussian":  # the residual variance is what the groups leave
+        log_phi = 0.5 * np.log(max(scale**2 - var_sum, 0.05 * scale**2))
+    elif X.shape[1] and var_sum:
+        beta = _conditional_beta(fam, beta, frame.x_names, var_sum)
     L = Ls if isinstance(s, MultiStructure) else Ls[0]
     return pack(beta, L, log_phi, s)
 

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import crossed, smallmat
+from . import crossed, lmm, smallmat
 from .crossed import MultiStructure
+from .lmm import LmmStructure
 from .laplace import fixed_eta, grad_negHess, solve_modes, total_loglik
 
 
@@ -77,8 +78,11 @@ def pack(beta, L, log_phi, s) -> np.ndarray:
 def modes(theta, u0, data, s):
     """Conditional modes u_hat(theta), started from u0; and the Newton iterations used.
 
-    One grouping factor: u0 and the modes are [B, J, q], solved block by block.
+    One grouping factor: u0 and the modes are [B, J, q], solved block by block. A linear
+    mixed model from cross products has no inner problem: u0 is returned.
     """
+    if isinstance(s, LmmStructure):
+        return u0, jnp.asarray(0)
     beta, L, log_phi = unpack(theta, s)
     if isinstance(s, MultiStructure):
         return crossed.solve_modes(u0, crossed.fixed_eta(beta, data, s), L, log_phi, data, s)
@@ -99,6 +103,8 @@ def block_negloglik(theta, u_hat, data, s):
 
 def negloglik(theta, u_hat, data, s):
     """-log L(theta) by Laplace/AGHQ, given converged modes u_hat (exact derivatives)."""
+    if isinstance(s, LmmStructure):
+        return lmm.negloglik(unpack(theta, s), data, s)
     if isinstance(s, MultiStructure):
         beta, L, log_phi = unpack(theta, s)
         return -crossed.loglik(beta, L, log_phi, u_hat, data, s)
@@ -106,16 +112,19 @@ def negloglik(theta, u_hat, data, s):
     return jnp.sum(per_block(theta, u_hat, data, s))
 
 
-def u_covariance(theta, u_hat, data, s):
-    """Conditional covariance of u given y at theta: the diagonal blocks of (-H)^{-1},
+def conditional(theta, u_hat, data, s):
+    """Conditional modes of u given y at theta (u_hat, or computed for a linear mixed
+    model) and their conditional covariances, the diagonal blocks of (-H)^{-1}:
     [B, J, q, q] (a list of [J_k, q_k, q_k] per term for several terms)."""
+    if isinstance(s, LmmStructure):
+        return lmm.conditional(unpack(theta, s), data, s)
     beta, L, log_phi = unpack(theta, s)
     if isinstance(s, MultiStructure):
         _, _, nh = crossed.grad_negHess(u_hat, crossed.fixed_eta(beta, data, s), L, log_phi,
                                         data, s)
-        return crossed.inverse_blocks(nh, data, s)
+        return u_hat, crossed.inverse_blocks(nh, data, s)
 
     def block(u, d):
         return smallmat.inverse(grad_negHess(u, fixed_eta(beta, d), L, log_phi, d, s)[2])
 
-    return jax.vmap(block)(u_hat, data)
+    return u_hat, jax.vmap(block)(u_hat, data)

@@ -12,9 +12,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import lmm
 from .crossed import MultiStructure
 from .laplace import MAX_INNER_ITER, ClusterData, Structure
-from .objective import block_negloglik, modes, negloglik, u_covariance
+from .lmm import LmmStructure
+from .objective import block_negloglik, conditional, modes, negloglik, unpack
 
 # XLA:CPU offloads small contractions to XNNPACK ("ynn" fusions); on the row-level sums
 # here that made the Hessian 3-4x slower (measured: 137 ms -> 34 ms, 100k rows), so it is
@@ -28,7 +30,7 @@ class NewtonResult(NamedTuple):
     f: jax.Array  # -log L
     grad: jax.Array
     hess: jax.Array
-    u_cov: jax.Array  # conditional covariances of u at the mode (objective.u_covariance)
+    u_cov: jax.Array  # conditional covariances of u at the mode (objective.conditional)
     n_iter: jax.Array
     converged: jax.Array
     line_search_failed: jax.Array
@@ -50,7 +52,10 @@ def value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
     One grouping factor: computed block by block (in sequence, so that each block's
     temporaries stay small) and summed.
     """
-    if isinstance(s, Structure):
+    if isinstance(s, LmmStructure):
+        v, g, H = lmm.value_grad_hess(lambda t: lmm.split(unpack(t, s), data, s), theta,
+                                      s.p_theta)
+    elif isinstance(s, Structure):
         v, g, H = jax.tree.map(lambda a: jnp.sum(a, axis=0), jax.lax.map(
             lambda a: _vgh(block_negloglik, theta, a[0], a[1], s), (u_hat, data)))
     else:
@@ -137,8 +142,8 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
                   jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False),
                   jnp.asarray(True), jnp.asarray(False))
     st = jax.lax.while_loop(cond, body, init)
-    u_cov = u_covariance(st.theta, st.u, data, s)
-    return NewtonResult(st.theta, st.u, st.f, st.g, st.H, u_cov, st.n_iter, st.converged,
+    u, u_cov = conditional(st.theta, st.u, data, s)
+    return NewtonResult(st.theta, u, st.f, st.g, st.H, u_cov, st.n_iter, st.converged,
                         st.failed, st.inner_ok)
 
 

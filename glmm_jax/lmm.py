@@ -1,0 +1,325 @@
+"""Linear mixed models (Gaussian response) from sufficient statistics.
+
+For a Gaussian response the Laplace approximation of crossed.py is exact, and every
+quantity it needs is a function of θ-free cross products of the data (Z'Z, Z'X, Z'y,
+X'X, X'y, y'y), computed once. With T = [Z Λ, X (REML only)], e = y - X β (ML) or y (REML),
+φ = σ², and A = T'T + φ diag(prior mask):
+
+    -log L = (e'e - g'A⁻¹g) / (2φ) + n log σ + (n/2) log 2π + ½ (log det A - N log φ)
+             [- (p/2) log 2π under REML],   g = T'e,  N = dim A,
+
+the same function of θ as crossed.loglik (so the optimizer, its exact Hessian and the
+results are shared), at a cost free of n. A is eliminated as in crossed.py: term 0 (the
+most effects) has q0 × q0 blocks A_j; the Schur complement S over the other effects
+(and, under REML, the fixed effects) is dense, and its term-0 correction
+Σ_j B_j' A_j⁻¹ B_j is accumulated over the pairs of other-term columns that share a
+level of term 0 (for InstEval-size data 2.4M pairs instead of a 2,972 × 1,156 dense
+product).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from . import smallmat
+from .crossed import MultiStructure, spd_inverse, spd_log_det
+from .laplace import LOG_2PI
+
+MAX_DENSE = 4000  # largest Schur complement (other terms' effects, + p under REML)
+MAX_PAIRS = 30_000_000  # largest number of column pairs sharing a level of term 0
+
+
+class LmmData(NamedTuple):
+    """θ-free cross products. Index 0: term 0 by level; r: the other terms' effects."""
+
+    n: jax.Array  # number of observations
+    ZtZ0: jax.Array  # [J0, q0, q0]
+    Zty0: jax.Array  # [J0, q0]
+    ZtX0: jax.Array  # [J0, q0, p]
+    ent_j: jax.Array  # [E] level of term 0 of each nonzero (j, r) of Z0'Zr
+    ent_r: jax.Array  # [E] its column r
+    ent_c: jax.Array  # [E, q0] its values
+    pair_j: jax.Array  # [P] level of term 0 shared by a pair of columns r1 <= r2
+    pair_rr: jax.Array  # [P] r1 * R + r2
+    pair_c: jax.Array  # [P, q0, q0] outer product of the two columns' values
+    ZtZr: jax.Array  # [R, R]
+    ZtXr: jax.Array  # [R, p]
+    Ztyr: jax.Array  # [R]
+    XtX: jax.Array
+    Xty: jax.Array
+    yty: jax.Array
+
+
+@dataclass(frozen=True)
+class LmmStructure(MultiStructure):
+    """A Gaussian model fitted from cross products (the terms as in MultiStructure)."""
+
+    @property
+    def r_z(self) -> int:
+        """Effects of terms 1.. with a prior (the dense part, without REML's beta)."""
+        return sum(q * J for q, J in zip(self.qs[1:self.n_prior], self.Js[1:self.n_prior],
+                                         strict=True))
+
+
+def size(terms, Js) -> tuple[int, int]:
+    """(dense dimension without beta, number of pairs) that :func:`cross_products` would
+    build for ``terms`` = [(Z_k, codes_k)] (term 0 first)."""
+    Z0, c0 = terms[0]
+    r = sum(Z.shape[1] * J for (Z, _), J in zip(terms[1:], Js[1:], strict=True))
+    if not r:
+        return 0, 0
+    cols = _rest_matrix(terms, Js)
+    pattern = (sp.csr_matrix((np.ones(len(c0)), (c0, np.arange(len(c0)))),
+                             shape=(Js[0], len(c0))) @ (cols != 0)).tocsr()
+    n_j = np.diff(pattern.indptr)
+    return r, int(np.sum(n_j * (n_j + 1) // 2))
+
+
+def _term_matrix(Z, codes, J):
+    """Sparse [n, J q] random-effects design of one term (level-major columns)."""
+    n, q = Z.shape
+    cols = codes[:, None] * q + np.arange(q)[None, :]
+    return sp.csr_matrix((Z.ravel(), (np.repeat(np.arange(n), q), cols.ravel())),
+                         shape=(n, J * q))
+
+
+def _rest_matrix(terms, Js):
+    mats = [_term_matrix(Z, c, J) for (Z, c), J in zip(terms[1:], Js[1:], strict=True)]
+    return sp.hstack(mats, format="csr")
+
+
+def cross_products(X, y, terms, Js) -> LmmData:
+    """The θ-free statistics of a model; ``terms`` = [(Z_k, codes_k)] for the terms with
+    a prior, term 0 (eliminated blockwise) first."""
+    Z0, c0 = terms[0]
+    n, q0 = Z0.shape
+    J0, p = Js[0], X.shape[1]
+
+    def by_level(v):  # sum over the rows of each level of term 0
+        return np.bincount(c0, v, J0)
+
+    ZtZ0 = np.stack([np.stack([by_level(Z0[:, a] * Z0[:, b]) for b in range(q0)], -1)
+                     for a in range(q0)], 1)
+    Zty0 = np.stack([by_level(Z0[:, a] * y) for a in range(q0)], -1)
+    ZtX0 = np.stack([np.stack([by_level(Z0[:, a] * X[:, k]) for k in range(p)], -1)
+                     for a in range(q0)], 1).reshape(J0, q0, p)
+    if len(terms) > 1:
+        Zr = _rest_matrix(terms, Js)
+        R = Zr.shape[1]
+        ZtZr = (Zr.T @ Zr).toarray()
+        ZtXr = np.asarray(Zr.T @ X).reshape(R, p)
+        Ztyr = np.asarray(Zr.T @ y).reshape(R)
+        # nonzeros of Z0'Zr, one entry per (level j, column r) with its q0 values
+        Z0s = _term_matrix(Z0, c0, J0)
+        C = [(Z0s[:, a::q0].T @ Zr).tocoo() for a in range(q0)]
+        key = np.concatenate([c.row.astype(np.int64) * R + c.col for c in C])
+        uniq, inv = np.unique(key, return_inverse=True)
+        ent_c = np.zeros((len(uniq), q0))
+        np.add.at(ent_c, (inv, np.repeat(np.arange(q0), [c.nnz for c in C])),
+                  np.concatenate([c.data for c in C]))
+        ent_j, ent_r = uniq // R, uniq % R
+        e1, e2 = _pairs(ent_j, J0)
+        pair_j, pair_rr = ent_j[e1], ent_r[e1] * R + ent_r[e2]
+        pair_c = ent_c[e1, :, None] * ent_c[e2, None, :]
+    else:
+        R = 0
+        ZtZr, ZtXr, Ztyr = np.zeros((0, 0)), np.zeros((0, p)), np.zeros(0)
+        ent_j = ent_r = pair_j = pair_rr = np.zeros(0, np.int64)
+        ent_c, pair_c = np.zeros((0, q0)), np.zeros((0, q0, q0))
+    i32 = np.int32
+    return LmmData(
+        np.asarray(float(n)), ZtZ0, Zty0, ZtX0, ent_j.astype(i32), ent_r.astype(i32), ent_c,
+        pair_j.astype(i32), pair_rr.astype(i32), pair_c, ZtZr, ZtXr, Ztyr, X.T @ X, X.T @ y,
+        np.asarray(y @ y))
+
+
+def _pairs(ent_j, J0):
+    """Index pairs e1 <= e2 of entries (sorted by level) that share a level."""
+    n_j = np.bincount(ent_j, minlength=J0)
+    start = np.cumsum(n_j) - n_j
+    e = np.arange(len(ent_j))
+    count = start[ent_j] + n_j[ent_j] - e  # partners e2 = e, ..., last of its level
+    e1 = np.repeat(e, count)
+    e2 = e1 + np.arange(len(e1)) - np.repeat(np.cumsum(count) - count, count)
+    return e1, e2
+
+
+def _scale(M, Ls, s: LmmStructure, axis: int, trans: bool = False):
+    """M with its first ``s.r_z`` indices along ``axis`` transformed by
+    Λ_z = blockdiag(L_k per level): v -> Λ_z' v (or Λ_z v if ``trans``) for each vector v
+    along that axis; so _scale(_scale(M, 1), 0) = Λ_z' M Λ_z."""
+    M = jnp.moveaxis(M, axis, -1)
+    parts, i = [], 0
+    for q, J, L in zip(s.qs[1:s.n_prior], s.Js[1:s.n_prior], Ls[1:s.n_prior], strict=True):
+        block = M[..., i:i + q * J].reshape(M.shape[:-1] + (J, q))
+        parts.append((block @ (L.T if trans else L)).reshape(M.shape[:-1] + (J * q,)))
+        i += q * J
+    parts.append(M[..., i:])
+    return jnp.moveaxis(jnp.concatenate(parts, axis=-1), -1, axis)
+
+
+class _Parts(NamedTuple):
+    CA: list  # Cholesky factors of the term-0 blocks A_j
+    M: jax.Array  # [J0, q0, q0] L0 A_j^{-1} L0'
+    h: jax.Array  # [J0, q0] Z0'e
+    S: jax.Array  # [R', R'] Schur complement (R' = r_z + p under REML)
+    g: jax.Array  # [R'] T'e of the dense part, less B' A^{-1} g0
+    ee: jax.Array
+    phi: jax.Array
+
+
+def _parts(theta_parts, d: LmmData, s: LmmStructure) -> _Parts:
+    beta, Ls, log_phi = theta_parts
+    phi = jnp.exp(2.0 * log_phi)
+    L0, q0 = Ls[0], s.qs[0]
+    A = jnp.einsum("ba,jbc,cd->jad", L0, d.ZtZ0, L0) + phi * jnp.eye(q0)
+    CA = smallmat.cholesky(A)
+    M = L0 @ smallmat.cho_solve_matrix(CA, jnp.broadcast_to(L0.T, A.shape))
+    if s.reml:
+        h, ee = d.Zty0, d.yty
+        rz = d.Ztyr
+    else:
+        h = d.Zty0 - d.ZtX0 @ beta
+        ee = d.yty - 2.0 * beta @ d.Xty + beta @ d.XtX @ beta
+        rz = d.Ztyr - d.ZtXr @ beta
+    R = s.r_z
+    Mc = jnp.einsum("eab,eb->ea", M[d.ent_j], d.ent_c)  # M_j c_{j,r} per entry
+    K = jax.ops.segment_sum(jnp.einsum("pab,pab->p", M[d.pair_j], d.pair_c), d.pair_rr,
+                            num_segments=R * R).reshape(R, R)
+    K = K + K.T - jnp.diag(jnp.diagonal(K))
+    Mh = jnp.einsum("jab,jb->ja", M, h)
+    g_z = rz - jax.ops.segment_sum(jnp.einsum("ea,ea->e", d.ent_c, Mh[d.ent_j]), d.ent_r,
+                                   num_segments=R)
+    S = _scale(_scale(d.ZtZr - K, Ls, s, 1), Ls, s, 0) + phi * jnp.eye(R)
+    g = _scale(g_z[None, :], Ls, s, 1)[0]
+    if s.reml:
+        MX = jnp.einsum("jab,jbk->jak", M, d.ZtX0)
+        K_zx = jax.ops.segment_sum(jnp.einsum("ea,eak->ek", Mc, d.ZtX0[d.ent_j]), d.ent_r,
+                                   num_segments=R)
+        S_zx = _scale(d.ZtXr - K_zx, Ls, s, 0)
+        S_xx = d.XtX - jnp.einsum("jak,jal->kl", d.ZtX0, MX)
+        S = jnp.block([[S, S_zx], [S_zx.T, S_xx]])
+        g = jnp.concatenate([g, d.Xty - jnp.einsum("jak,ja->k", d.ZtX0, Mh)])
+    return _Parts(CA, M, h, S, g, ee, phi)
+
+
+@jax.custom_jvp
+def spd_quad(S, g):
+    """g' S^{-1} g for symmetric positive definite S (derivatives by solves, no inverse)."""
+    return g @ jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(S, lower=True), g)
+
+
+@spd_quad.defjvp
+def _spd_quad_jvp(primals, tangents):
+    (S, g), (dS, dg) = primals, tangents
+    x = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(S, lower=True), g)
+    return g @ x, 2.0 * x @ dg - x @ dS @ x
+
+
+def split(theta_parts, d: LmmData, s: LmmStructure):
+    """(S, g/σ, rest) with -log L = rest + ½ log det S - ½ (g/σ)' S^{-1} (g/σ)."""
+    pt = _parts(theta_parts, d, s)
+    log_phi = theta_parts[2]
+    quad0 = jnp.sum(pt.h * jnp.einsum("jab,jb->ja", pt.M, pt.h))
+    N = s.qs[0] * s.Js[0] + pt.S.shape[0]
+    rest = ((pt.ee - quad0) / (2.0 * pt.phi) + d.n * (log_phi + 0.5 * LOG_2PI)
+            + 0.5 * jnp.sum(smallmat.log_det(pt.CA)) - N * log_phi)
+    if s.reml:
+        rest = rest - 0.5 * s.p * LOG_2PI
+    return pt.S, pt.g * jnp.exp(-log_phi), rest
+
+
+def negloglik(theta_parts, d: LmmData, s: LmmStructure):
+    """Exact -log L (restricted under REML) at (beta, Ls, log_phi)."""
+    S, gs, rest = split(theta_parts, d, s)
+    if not S.shape[0]:
+        return rest
+    return rest + 0.5 * spd_log_det(S) - 0.5 * spd_quad(S, gs)
+
+
+def value_grad_hess(split_fn, theta, n_beta: int):
+    """-log L, its gradient and exact Hessian, where ``split_fn(theta)`` = (S, g/σ, rest)
+    as in :func:`split` and S does not depend on theta[:n_beta] (the fixed effects).
+
+    With F(S, g) = ½ log det S - ½ g'S^{-1}g, the chain rule gives
+    H = hess[rest + <∇_S F, S(θ)> + <∇_g F, g(θ)>] (gradients frozen) + F''[dΦ_a, dΦ_b],
+    F''[a, b] = -½ tr(S^{-1}dS_a S^{-1}dS_b) - r_a' S^{-1} r_b,  r_a = dg_a - dS_a S^{-1}g:
+    one R x R product per covariance parameter, where autodiff through S^{-1} takes two.
+    """
+    S, gs, _ = split_fn(theta)
+    if not S.shape[0]:
+        grad_aux = lambda t: jax.value_and_grad(lambda u: split_fn(u)[2])(t)[::-1]
+        H, (g, v) = jax.jacfwd(lambda t: (grad_aux(t)[0], grad_aux(t)), has_aux=True)(theta)
+        return v, g, H
+    C = jax.scipy.linalg.cho_factor(S, lower=True)
+    X = jax.scipy.linalg.cho_solve(C, jnp.eye(S.shape[0], dtype=S.dtype))
+    x = X @ gs
+    W = jax.lax.stop_gradient(0.5 * X + 0.5 * jnp.outer(x, x))
+    xs = jax.lax.stop_gradient(x)
+
+    def linear(t):  # rest + F linearized in (S, g) at theta
+        S_t, g_t, rest = split_fn(t)
+        return rest + jnp.sum(W * S_t) - xs @ g_t
+
+    def grad_aux(t):
+        v, g = jax.value_and_grad(linear)(t)
+        return g, g
+
+    H, g = jax.jacfwd(grad_aux, has_aux=True)(theta)
+    v = split_fn(theta)[2] + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
+    m = theta.shape[0]
+    basis = jnp.eye(m, dtype=theta.dtype)
+    dS = jax.vmap(lambda e: jax.jvp(lambda t: split_fn(t)[0], (theta,), (e,))[1])(
+        basis[n_beta:])  # [m - n_beta, R, R]
+    dg = jax.vmap(lambda e: jax.jvp(lambda t: split_fn(t)[1], (theta,), (e,))[1])(basis)
+    Y = jnp.einsum("ij,ajk->aik", X, dS)
+    H_ss = -0.5 * jnp.einsum("aij,bji->ab", Y, Y)
+    r = dg - jnp.pad(dS @ x, ((n_beta, 0), (0, 0)))  # [m, R]
+    H = H + jnp.pad(H_ss, ((n_beta, 0), (n_beta, 0))) - r @ X @ r.T
+    return v, g, H
+
+
+def conditional(theta_parts, d: LmmData, s: LmmStructure):
+    """Conditional modes of u (list per term; REML: beta as a last [1, p] term) and the
+    diagonal blocks of their conditional covariance φ A^{-1}."""
+    beta, Ls, log_phi = theta_parts
+    pt = _parts(theta_parts, d, s)
+    L0, q0, R = Ls[0], s.qs[0], s.r_z
+    Sinv = spd_inverse(pt.S) if pt.S.shape[0] else pt.S
+    x = Sinv @ pt.g
+    # term 0: u_j = A_j^{-1} (L0' h_j - B_j x), B_j x = L0' (sum_r c_{j,r} (Λz x_z)_r + Z0'X_j x_x)
+    xz = _scale(x[None, :R], Ls, s, 1, trans=True)[0]
+    Bx = jax.ops.segment_sum(d.ent_c * xz[d.ent_r][:, None], d.ent_j, num_segments=s.Js[0])
+    if s.reml:
+        Bx = Bx + d.ZtX0 @ x[R:]
+    u0 = smallmat.cho_solve(pt.CA, (pt.h - Bx) @ L0)
+    Ainv = smallmat.cho_inverse(pt.CA)
+    # cov of u_j: φ (A_j^{-1} + A_j^{-1} L0' W_j L0 A_j^{-1}), W_j = c_j Λz Sinv Λz' c_j' + ...
+    W_zz = _scale(_scale(Sinv[:R, :R], Ls, s, 1, True), Ls, s, 0, True)
+    pw = W_zz.reshape(-1)[d.pair_rr][:, None, None] * d.pair_c
+    W = jax.ops.segment_sum(pw + jnp.swapaxes(pw, 1, 2), d.pair_j, num_segments=s.Js[0])
+    same = (d.pair_rr // jnp.maximum(R, 1)) == (d.pair_rr % jnp.maximum(R, 1))
+    W = W - jax.ops.segment_sum(jnp.where(same[:, None, None], pw, 0.0), d.pair_j,
+                                num_segments=s.Js[0])
+    if s.reml:
+        W_zx = _scale(Sinv[:R, R:], Ls, s, 0, True)  # [R, p]
+        cw = jax.ops.segment_sum(d.ent_c[:, :, None] * W_zx[d.ent_r][:, None, :], d.ent_j,
+                                 num_segments=s.Js[0])  # [J0, q0, p]
+        cross = jnp.einsum("jak,jbk->jab", cw, d.ZtX0)
+        W = W + cross + jnp.swapaxes(cross, 1, 2) + jnp.einsum(
+            "jak,kl,jbl->jab", d.ZtX0, Sinv[R:, R:], d.ZtX0)
+    AL = Ainv @ L0.T
+    covs = [pt.phi * (Ainv + AL @ W @ jnp.swapaxes(AL, 1, 2))]
+    us, i = [u0], 0
+    for q, J in zip(s.qs[1:], s.Js[1:], strict=True):
+        idx = i + np.arange(J)[:, None] * q + np.arange(q)[None, :]
+        us.append(x[idx])
+        covs.append(pt.phi * Sinv[idx[:, :, None], idx[:, None, :]])
+        i += q * J
+    return us, covs
