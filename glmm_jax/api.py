@@ -125,6 +125,11 @@ def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1
             return model
     if len(frame.groups) > 1 or reml:
         return _build_multi(formula, frame, fam, nagq, reml, devices)
+    return _build_single(formula, frame, fam, nagq, devices)
+
+
+def _build_single(formula: str, frame: ModelFrame, fam: Family, nagq: int, devices) -> Model:
+    """One grouping factor: the per-cluster path (laplace.py), in blocks of clusters."""
     grouping = frame.groups[0]
     q = grouping.Z.shape[1]
     if nagq**q > MAX_QUADRATURE_NODES:

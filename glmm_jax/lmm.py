@@ -66,6 +66,12 @@ class LmmStructure(MultiStructure):
         return sum(q * J for q, J in zip(self.qs[1:self.n_prior], self.Js[1:self.n_prior],
                                          strict=True))
 
+    @property
+    def scale_indices(self) -> np.ndarray:
+        """Positions in theta of the factors of terms 1.. (they enter S through Λ_z)."""
+        start = self.p_theta + self.qs[0] * (self.qs[0] + 1) // 2
+        return np.arange(start, self.p_theta + self.n_cov)
+
 
 def size(terms, Js) -> tuple[int, int]:
     """(dense dimension without beta, number of pairs) that :func:`cross_products` would
@@ -243,54 +249,78 @@ def negloglik(theta_parts, d: LmmData, s: LmmStructure):
     return rest + 0.5 * spd_log_det(S) - 0.5 * spd_quad(S, gs)
 
 
-def value_grad_hess(split_fn, theta, n_beta: int):
+def value_grad_hess(split_fn, theta, n_beta: int, scale_idx):
     """-log L, its gradient and exact Hessian, where ``split_fn(theta)`` = (S, g/σ, rest)
-    as in :func:`split` and S does not depend on theta[:n_beta] (the fixed effects).
+    as in :func:`split`. S does not depend on theta[:n_beta] (the fixed effects), and
+    depends on theta[scale_idx] (the other terms' factors) only through Λ_z.
 
     With F(S, g) = ½ log det S - ½ g'S^{-1}g, the chain rule gives
     H = hess[rest + <∇_S F, S(θ)> + <∇_g F, g(θ)>] (gradients frozen) + F''[dΦ_a, dΦ_b],
     F''[a, b] = -½ tr(S^{-1}dS_a S^{-1}dS_b) - r_a' S^{-1} r_b,  r_a = dg_a - dS_a S^{-1}g:
     one R x R product per covariance parameter, where autodiff through S^{-1} takes two.
+    Derivatives are taken separately in the parameters of term 0 (and σ, β) and in
+    those of the other terms, so that the pair sums (lmm._parts) are differentiated only
+    in the first, with fixed weights.
     """
-    S, gs, _ = split_fn(theta)
-    if not S.shape[0]:
-        grad_aux = lambda t: jax.value_and_grad(lambda u: split_fn(u)[2])(t)[::-1]
-        H, (g, v) = jax.jacfwd(lambda t: (grad_aux(t)[0], grad_aux(t)), has_aux=True)(theta)
-        return v, g, H
-    C = jax.scipy.linalg.cho_factor(S, lower=True)
-    X = jax.scipy.linalg.cho_solve(C, jnp.eye(S.shape[0], dtype=S.dtype))
-    x = X @ gs
-    W = jax.lax.stop_gradient(0.5 * X + 0.5 * jnp.outer(x, x))
-    xs = jax.lax.stop_gradient(x)
-
-    def linear(t):  # rest + F linearized in (S, g) at theta
-        S_t, g_t, rest = split_fn(t)
-        return rest + jnp.sum(W * S_t) - xs @ g_t
-
-    def grad_aux(t):
-        v, g = jax.value_and_grad(linear)(t)
-        return g, g
-
-    H, g = jax.jacfwd(grad_aux, has_aux=True)(theta)
-    v = split_fn(theta)[2] + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
     m = theta.shape[0]
-    basis = jnp.eye(m, dtype=theta.dtype)
-    dS = jax.vmap(lambda e: jax.jvp(lambda t: split_fn(t)[0], (theta,), (e,))[1])(
-        basis[n_beta:])  # [m - n_beta, R, R]
-    dg = jax.vmap(lambda e: jax.jvp(lambda t: split_fn(t)[1], (theta,), (e,))[1])(basis)
+    b_idx = np.asarray(scale_idx, int)
+    a_idx = np.setdiff1d(np.arange(m), b_idx)
+
+    def embed(ta, tb):
+        return theta.at[a_idx].set(ta).at[b_idx].set(tb)
+
+    S, gs, rest0 = split_fn(theta)
+    if S.shape[0]:
+        C = jax.scipy.linalg.cho_factor(S, lower=True)
+        X = jax.scipy.linalg.cho_solve(C, jnp.eye(S.shape[0], dtype=S.dtype))
+        x = X @ gs
+        W = jax.lax.stop_gradient(0.5 * X + 0.5 * jnp.outer(x, x))
+        xs = jax.lax.stop_gradient(x)
+        v = rest0 + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
+    else:
+        v = rest0
+
+    def linear(ta, tb):  # rest + F linearized in (S, g) at theta
+        S_t, g_t, rest = split_fn(embed(ta, tb))
+        return rest + jnp.sum(W * S_t) - xs @ g_t if S.shape[0] else rest
+
+    ta, tb = theta[a_idx], theta[b_idx]
+    g_a, g_b = jax.grad(linear, argnums=(0, 1))(ta, tb)
+    H_aa = jax.hessian(linear, argnums=0)(ta, tb)
+    H_bb = jax.hessian(linear, argnums=1)(ta, tb)
+    H_ba = jax.jacfwd(jax.grad(linear, argnums=1), argnums=0)(ta, tb)
+    H = (jnp.zeros((m, m), theta.dtype).at[a_idx[:, None], a_idx].set(H_aa)
+         .at[b_idx[:, None], b_idx].set(H_bb).at[b_idx[:, None], a_idx].set(H_ba)
+         .at[a_idx[:, None], b_idx].set(H_ba.T))
+    g = jnp.zeros(m, theta.dtype).at[a_idx].set(g_a).at[b_idx].set(g_b)
+    if not S.shape[0]:
+        return v, g, 0.5 * (H + H.T)
+
+    def tangents(f, t0, basis):
+        return jax.vmap(lambda e: jax.jvp(f, (t0,), (e,))[1])(basis)
+
+    # dS and dg in every direction: [m, R, R] and [m, R] (dS = 0 for beta)
+    a_cov = a_idx[a_idx >= n_beta]
+    dS_a = tangents(lambda u: split_fn(theta.at[a_cov].set(u))[0], theta[a_cov],
+                    jnp.eye(len(a_cov), dtype=theta.dtype))
+    dS_b = tangents(lambda u: split_fn(embed(ta, u))[0], tb,
+                    jnp.eye(len(b_idx), dtype=theta.dtype))
+    cov = np.concatenate([a_cov, b_idx])
+    dS = jnp.concatenate([dS_a, dS_b])
+    dg = tangents(lambda u: split_fn(u)[1], theta, jnp.eye(m, dtype=theta.dtype))
     Y = jnp.einsum("ij,ajk->aik", X, dS)
-    H_ss = -0.5 * jnp.einsum("aij,bji->ab", Y, Y)
-    r = dg - jnp.pad(dS @ x, ((n_beta, 0), (0, 0)))  # [m, R]
-    H = H + jnp.pad(H_ss, ((n_beta, 0), (n_beta, 0))) - r @ X @ r.T
-    return v, g, H
+    H = H.at[cov[:, None], cov].add(-0.5 * jnp.einsum("aij,bji->ab", Y, Y))
+    r = dg.at[cov].add(-(dS @ x))  # [m, R]
+    H = H - r @ X @ r.T
+    return v, g, 0.5 * (H + H.T)
 
 
 def conditional(theta_parts, d: LmmData, s: LmmStructure):
     """Conditional modes of u (list per term; REML: beta as a last [1, p] term) and the
     diagonal blocks of their conditional covariance φ A^{-1}."""
-    beta, Ls, log_phi = theta_parts
+    Ls = theta_parts[1]
     pt = _parts(theta_parts, d, s)
-    L0, q0, R = Ls[0], s.qs[0], s.r_z
+    L0, R = Ls[0], s.r_z
     Sinv = spd_inverse(pt.S) if pt.S.shape[0] else pt.S
     x = Sinv @ pt.g
     # term 0: u_j = A_j^{-1} (L0' h_j - B_j x), B_j x = L0' (sum_r c_{j,r} (Λz x_z)_r + Z0'X_j x_x)

@@ -14,8 +14,8 @@ import numpy as np
 
 from . import crossed, lmm, smallmat
 from .crossed import MultiStructure
-from .lmm import LmmStructure
 from .laplace import fixed_eta, grad_negHess, solve_modes, total_loglik
+from .lmm import LmmStructure
 
 
 def _Ls(flat, qs, dtype=None, xp=jnp):

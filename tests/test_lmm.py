@@ -1,0 +1,127 @@
+"""Linear mixed models from cross products (glmm_jax/lmm.py).
+
+References: the dense multivariate normal likelihood of y (written here with NumPy), the
+joint Laplace path of crossed.py (exact for a Gaussian response), the per-cluster path,
+and pure forward-over-reverse autodiff of the same objective.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmm_jax as gj
+from glmm_jax import api, lmm
+from glmm_jax.objective import negloglik
+
+CROSSED = "y ~ x + (1 + x | g1) + (1 + x | g2) + (1 | g3)"
+
+
+@pytest.fixture(scope="module")
+def crossed_df():
+    rng = np.random.default_rng(1)
+    n = 600
+    g1, g2, g3 = rng.integers(0, 40, n), rng.integers(0, 12, n), rng.integers(0, 4, n)
+    x = rng.normal(size=n)
+    y = (1 + 0.5 * x + rng.normal(0, 1, 40)[g1] + rng.normal(0, 0.3, 40)[g1] * x
+         + rng.normal(0, 0.7, 12)[g2] + rng.normal(0, 0.4, 12)[g2] * x
+         + rng.normal(0, 0.5, 4)[g3] + rng.normal(size=n))
+    return pd.DataFrame({"y": y, "x": x, "g1": [f"a{k}" for k in g1],
+                         "g2": [f"b{k}" for k in g2], "g3": [f"c{k}" for k in g3]})
+
+
+def _models(df, reml):
+    m = api.build_model(CROSSED, df, "gaussian", reml=reml)
+    general = api._build_multi(CROSSED, m.frame, m.structure.family, 1, reml, jax.devices())
+    return m, general
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["ml", "reml"])
+def crossed_pair(request, crossed_df):
+    m, general = _models(crossed_df, request.param)
+    return request.param, m, general, api.fit_model(m), api.fit_model(general)
+
+
+def test_crossed_gaussian_uses_cross_products(crossed_pair):
+    _, m, general, _, _ = crossed_pair
+    assert isinstance(m.structure, lmm.LmmStructure)
+    assert not isinstance(general.structure, lmm.LmmStructure)
+
+
+def test_loglik_is_the_dense_normal_density(crossed_pair):
+    """-log L at a non-optimal theta against log N(y; X beta, Z G Z' + sigma^2 I)."""
+    reml, m, _, _, _ = crossed_pair
+    theta = np.asarray(m.start()) * 1.1 + 0.05
+    frame, s = m.frame, m.structure
+    beta, Ls, log_phi = api.unpack_np(theta, s)
+    Zs = []
+    for g in frame.groups:
+        Z = np.zeros((len(frame.y), len(g.levels), g.Z.shape[1]))
+        Z[np.arange(len(frame.y)), g.codes] = g.Z
+        Zs.append(Z.reshape(len(frame.y), -1))
+    V = np.exp(2 * log_phi) * np.eye(len(frame.y))
+    for Z, L in zip(Zs, Ls, strict=False):
+        G = np.kron(np.eye(Z.shape[1] // len(L)), L @ L.T)
+        V += Z @ G @ Z.T
+    X, y = frame.X, frame.y
+    Vi = np.linalg.inv(V)
+    if reml:  # beta at its GLS value, integrated out with a flat prior
+        A = X.T @ Vi @ X
+        beta = np.linalg.solve(A, X.T @ Vi @ y)
+    r = y - X @ beta
+    ll = -0.5 * (len(y) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r)
+    if reml:
+        ll += 0.5 * X.shape[1] * np.log(2 * np.pi) - 0.5 * np.linalg.slogdet(A)[1]
+    assert m.loglik(theta) == pytest.approx(ll, rel=1e-10)
+
+
+def test_same_fit_as_joint_laplace(crossed_pair):
+    _, _, _, fast, general = crossed_pair
+    assert fast.converged and general.converged
+    assert fast.loglik == pytest.approx(general.loglik, abs=1e-8)
+    np.testing.assert_allclose(fast.theta, general.theta, atol=1e-6)
+    np.testing.assert_allclose(fast.se, general.se, rtol=1e-6)
+    np.testing.assert_allclose(fast.cov_theta, general.cov_theta, rtol=1e-5, atol=1e-10)
+    for name in fast.ranef:
+        np.testing.assert_allclose(fast.ranef[name].to_numpy(), general.ranef[name].to_numpy(),
+                                   atol=1e-6, err_msg=name)
+
+
+def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair):
+    """lmm.value_grad_hess against jax.hessian of the same -log L (forward over reverse)."""
+    _, m, _, _, _ = crossed_pair
+    s, d = m.structure, m.data
+    theta = jnp.asarray(np.asarray(m.start()) * 1.2 - 0.03)
+    f, g, H = m.value_grad_hess(theta)
+
+    def objective(t):
+        return negloglik(t, None, d, s)
+
+    auto = jax.jit(jax.hessian(objective))(theta)
+    assert f == pytest.approx(float(jax.jit(objective)(theta)), rel=1e-12)
+    np.testing.assert_allclose(g, jax.jit(jax.grad(objective))(theta), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(H, auto, rtol=1e-8, atol=1e-7)
+
+
+@pytest.mark.parametrize("formula", ["Reaction ~ Days + (Days | Subject)",
+                                     "Reaction ~ Days + (1 | Subject)"])
+def test_one_term_ml_same_as_per_cluster_path(formula):
+    df = gj.datasets.load("sleepstudy")
+    m = api.build_model(formula, df, "gaussian", reml=False)
+    single = api._build_single(formula, m.frame, m.structure.family, 1, jax.devices())
+    a, b = api.fit_model(m), api.fit_model(single)
+    assert isinstance(m.structure, lmm.LmmStructure)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
+    np.testing.assert_allclose(a.theta, b.theta, atol=1e-6)
+    np.testing.assert_allclose(a.se, b.se, rtol=1e-6)
+    np.testing.assert_allclose(a.ranef["Subject"].to_numpy(), b.ranef["Subject"].to_numpy(),
+                               atol=1e-6)
+
+
+def test_too_large_for_cross_products_takes_joint_laplace(crossed_df, monkeypatch):
+    monkeypatch.setattr(lmm, "MAX_DENSE", 10)
+    m = api.build_model(CROSSED, crossed_df, "gaussian")
+    assert not isinstance(m.structure, lmm.LmmStructure)
