@@ -160,11 +160,20 @@ def _scale(M, Ls, s: LmmStructure, axis: int, trans: bool = False):
     """M with its first ``s.r_z`` indices along ``axis`` transformed by
     Λ_z = blockdiag(L_k per level): v -> Λ_z' v (or Λ_z v if ``trans``) for each vector v
     along that axis; so _scale(_scale(M, 1), 0) = Λ_z' M Λ_z."""
+    shape = [1] * M.ndim
+    shape[axis] = M.shape[axis]
+    qs, Js, Lr = s.qs[1:s.n_prior], s.Js[1:s.n_prior], Ls[1:s.n_prior]
+    if all(q == 1 for q in qs):  # Λ_z is diagonal: one elementwise product
+        lam = [jnp.full(J, L[0, 0]) for J, L in zip(Js, Lr, strict=True)]
+        lam.append(jnp.ones(M.shape[axis] - s.r_z, M.dtype))
+        return M * jnp.concatenate(lam).reshape(shape)
     M = jnp.moveaxis(M, axis, -1)
     parts, i = [], 0
-    for q, J, L in zip(s.qs[1:s.n_prior], s.Js[1:s.n_prior], Ls[1:s.n_prior], strict=True):
+    for q, J, L in zip(qs, Js, Lr, strict=True):
         block = M[..., i:i + q * J].reshape(M.shape[:-1] + (J, q))
-        parts.append((block @ (L.T if trans else L)).reshape(M.shape[:-1] + (J * q,)))
+        Lq = L.T if trans else L
+        parts.append(sum(block[..., b:b + 1] * Lq[b] for b in range(q)).reshape(
+            M.shape[:-1] + (J * q,)))
         i += q * J
     parts.append(M[..., i:])
     return jnp.moveaxis(jnp.concatenate(parts, axis=-1), -1, axis)
@@ -174,7 +183,9 @@ class _Parts(NamedTuple):
     CA: list  # Cholesky factors of the term-0 blocks A_j
     M: jax.Array  # [J0, q0, q0] L0 A_j^{-1} L0'
     h: jax.Array  # [J0, q0] Z0'e
-    S: jax.Array  # [R', R'] Schur complement (R' = r_z + p under REML)
+    G_zz: jax.Array  # [R, R] Zr'Zr - sum_j B_j' A_j^{-1} B_j before scaling by Λ_z
+    G_zx: jax.Array  # [R, p] the same for Zr'X (REML; else [R, 0])
+    S_xx: jax.Array  # [p, p] (REML; else [0, 0])
     g: jax.Array  # [R'] T'e of the dense part, less B' A^{-1} g0
     ee: jax.Array
     phi: jax.Array
@@ -195,24 +206,44 @@ def _parts(theta_parts, d: LmmData, s: LmmStructure) -> _Parts:
         ee = d.yty - 2.0 * beta @ d.Xty + beta @ d.XtX @ beta
         rz = d.Ztyr - d.ZtXr @ beta
     R = s.r_z
-    Mc = jnp.einsum("eab,eb->ea", M[d.ent_j], d.ent_c)  # M_j c_{j,r} per entry
     K = jax.ops.segment_sum(jnp.einsum("pab,pab->p", M[d.pair_j], d.pair_c), d.pair_rr,
                             num_segments=R * R).reshape(R, R)
-    K = K + K.T - jnp.diag(jnp.diagonal(K))
+    G_zz = d.ZtZr - (K + K.T - jnp.diag(jnp.diagonal(K)))
     Mh = jnp.einsum("jab,jb->ja", M, h)
     g_z = rz - jax.ops.segment_sum(jnp.einsum("ea,ea->e", d.ent_c, Mh[d.ent_j]), d.ent_r,
                                    num_segments=R)
-    S = _scale(_scale(d.ZtZr - K, Ls, s, 1), Ls, s, 0) + phi * jnp.eye(R)
     g = _scale(g_z[None, :], Ls, s, 1)[0]
+    p = s.p if s.reml else 0
+    G_zx, S_xx = jnp.zeros((R, p)), jnp.zeros((p, p))
     if s.reml:
-        MX = jnp.einsum("jab,jbk->jak", M, d.ZtX0)
-        K_zx = jax.ops.segment_sum(jnp.einsum("ea,eak->ek", Mc, d.ZtX0[d.ent_j]), d.ent_r,
-                                   num_segments=R)
-        S_zx = _scale(d.ZtXr - K_zx, Ls, s, 0)
-        S_xx = d.XtX - jnp.einsum("jak,jal->kl", d.ZtX0, MX)
-        S = jnp.block([[S, S_zx], [S_zx.T, S_xx]])
+        Mc = jnp.einsum("eab,eb->ea", M[d.ent_j], d.ent_c)  # M_j c_{j,r} per entry
+        G_zx = d.ZtXr - jax.ops.segment_sum(jnp.einsum("ea,eak->ek", Mc, d.ZtX0[d.ent_j]),
+                                            d.ent_r, num_segments=R)
+        S_xx = d.XtX - jnp.einsum("jak,jab,jbl->kl", d.ZtX0, M, d.ZtX0)
         g = jnp.concatenate([g, d.Xty - jnp.einsum("jak,ja->k", d.ZtX0, Mh)])
-    return _Parts(CA, M, h, S, g, ee, phi)
+    return _Parts(CA, M, h, G_zz, G_zx, S_xx, g, ee, phi)
+
+
+def _schur(pt: _Parts, Ls, s: LmmStructure):
+    """S = [[Λz' G_zz Λz + φ I, Λz' G_zx], [., S_xx]]."""
+    S = _scale(_scale(pt.G_zz, Ls, s, 1), Ls, s, 0) + pt.phi * jnp.eye(s.r_z)
+    if s.reml:
+        S_zx = _scale(pt.G_zx, Ls, s, 0)
+        S = jnp.block([[S, S_zx], [S_zx.T, pt.S_xx]])
+    return S
+
+
+def _schur_dot(W, pt: _Parts, Ls, s: LmmStructure):
+    """<W, S> without forming S: Λz moves onto W (so that derivatives in the factors of
+    terms 1.. do not carry R x R tangents through the pair sums)."""
+    R = s.r_z
+    W_zz = W[:R, :R]
+    out = (jnp.sum(_scale(_scale(W_zz, Ls, s, 1, True), Ls, s, 0, True) * pt.G_zz)
+           + pt.phi * jnp.trace(W_zz))
+    if s.reml:
+        out = out + 2.0 * jnp.sum(_scale(W[:R, R:], Ls, s, 0, True) * pt.G_zx) + jnp.sum(
+            W[R:, R:] * pt.S_xx)
+    return out
 
 
 @jax.custom_jvp
@@ -231,14 +262,17 @@ def _spd_quad_jvp(primals, tangents):
 def split(theta_parts, d: LmmData, s: LmmStructure):
     """(S, g/σ, rest) with -log L = rest + ½ log det S - ½ (g/σ)' S^{-1} (g/σ)."""
     pt = _parts(theta_parts, d, s)
-    log_phi = theta_parts[2]
+    return _schur(pt, theta_parts[1], s), pt.g * jnp.exp(-theta_parts[2]), _rest(
+        pt, theta_parts[2], d, s)
+
+
+def _rest(pt: _Parts, log_phi, d: LmmData, s: LmmStructure):
+    """The terms of -log L outside the Schur complement."""
     quad0 = jnp.sum(pt.h * jnp.einsum("jab,jb->ja", pt.M, pt.h))
-    N = s.qs[0] * s.Js[0] + pt.S.shape[0]
+    N = s.qs[0] * s.Js[0] + pt.g.shape[0]
     rest = ((pt.ee - quad0) / (2.0 * pt.phi) + d.n * (log_phi + 0.5 * LOG_2PI)
             + 0.5 * jnp.sum(smallmat.log_det(pt.CA)) - N * log_phi)
-    if s.reml:
-        rest = rest - 0.5 * s.p * LOG_2PI
-    return pt.S, pt.g * jnp.exp(-log_phi), rest
+    return rest - 0.5 * s.p * LOG_2PI if s.reml else rest
 
 
 def negloglik(theta_parts, d: LmmData, s: LmmStructure):
@@ -249,10 +283,10 @@ def negloglik(theta_parts, d: LmmData, s: LmmStructure):
     return rest + 0.5 * spd_log_det(S) - 0.5 * spd_quad(S, gs)
 
 
-def value_grad_hess(split_fn, theta, n_beta: int, scale_idx):
-    """-log L, its gradient and exact Hessian, where ``split_fn(theta)`` = (S, g/σ, rest)
-    as in :func:`split`. S does not depend on theta[:n_beta] (the fixed effects), and
-    depends on theta[scale_idx] (the other terms' factors) only through Λ_z.
+def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
+    """-log L, its gradient and exact Hessian at ``theta`` (``unpack(theta, s)`` gives
+    (beta, Ls, log_phi)). S does not depend on the fixed effects, and depends on the
+    factors of terms 1.. only through Λ_z.
 
     With F(S, g) = ½ log det S - ½ g'S^{-1}g, the chain rule gives
     H = hess[rest + <∇_S F, S(θ)> + <∇_g F, g(θ)>] (gradients frozen) + F''[dΦ_a, dΦ_b],
@@ -262,14 +296,17 @@ def value_grad_hess(split_fn, theta, n_beta: int, scale_idx):
     those of the other terms, so that the pair sums (lmm._parts) are differentiated only
     in the first, with fixed weights.
     """
-    m = theta.shape[0]
-    b_idx = np.asarray(scale_idx, int)
+    m, n_beta = theta.shape[0], s.p_theta
+    b_idx = s.scale_indices
     a_idx = np.setdiff1d(np.arange(m), b_idx)
+    ta, tb = theta[a_idx], theta[b_idx]
 
-    def embed(ta, tb):
-        return theta.at[a_idx].set(ta).at[b_idx].set(tb)
+    def parts_ab(ta, tb):  # (beta, Ls, log_phi); Ls[1:] depend on tb only, the rest on ta
+        pa = unpack(theta.at[a_idx].set(ta).at[b_idx].set(jax.lax.stop_gradient(tb)), s)
+        pb = unpack(theta.at[a_idx].set(jax.lax.stop_gradient(ta)).at[b_idx].set(tb), s)
+        return pa[0], [pa[1][0], *pb[1][1:]], pa[2]
 
-    S, gs, rest0 = split_fn(theta)
+    S, gs, rest0 = split(parts_ab(ta, tb), d, s)
     if S.shape[0]:
         C = jax.scipy.linalg.cho_factor(S, lower=True)
         X = jax.scipy.linalg.cho_solve(C, jnp.eye(S.shape[0], dtype=S.dtype))
@@ -277,14 +314,15 @@ def value_grad_hess(split_fn, theta, n_beta: int, scale_idx):
         W = jax.lax.stop_gradient(0.5 * X + 0.5 * jnp.outer(x, x))
         xs = jax.lax.stop_gradient(x)
         v = rest0 + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
-    else:
-        v = rest0
 
     def linear(ta, tb):  # rest + F linearized in (S, g) at theta
-        S_t, g_t, rest = split_fn(embed(ta, tb))
-        return rest + jnp.sum(W * S_t) - xs @ g_t if S.shape[0] else rest
+        parts = parts_ab(ta, tb)
+        pt = _parts(parts, d, s)
+        out = _rest(pt, parts[2], d, s)
+        if S.shape[0]:
+            out = out + _schur_dot(W, pt, parts[1], s) - xs @ (pt.g * jnp.exp(-parts[2]))
+        return out
 
-    ta, tb = theta[a_idx], theta[b_idx]
     g_a, g_b = jax.grad(linear, argnums=(0, 1))(ta, tb)
     H_aa = jax.hessian(linear, argnums=0)(ta, tb)
     H_bb = jax.hessian(linear, argnums=1)(ta, tb)
@@ -294,20 +332,20 @@ def value_grad_hess(split_fn, theta, n_beta: int, scale_idx):
          .at[a_idx[:, None], b_idx].set(H_ba.T))
     g = jnp.zeros(m, theta.dtype).at[a_idx].set(g_a).at[b_idx].set(g_b)
     if not S.shape[0]:
-        return v, g, 0.5 * (H + H.T)
+        return rest0, g, 0.5 * (H + H.T)
 
     def tangents(f, t0, basis):
         return jax.vmap(lambda e: jax.jvp(f, (t0,), (e,))[1])(basis)
 
-    # dS and dg in every direction: [m, R, R] and [m, R] (dS = 0 for beta)
-    a_cov = a_idx[a_idx >= n_beta]
-    dS_a = tangents(lambda u: split_fn(theta.at[a_cov].set(u))[0], theta[a_cov],
-                    jnp.eye(len(a_cov), dtype=theta.dtype))
-    dS_b = tangents(lambda u: split_fn(embed(ta, u))[0], tb,
-                    jnp.eye(len(b_idx), dtype=theta.dtype))
-    cov = np.concatenate([a_cov, b_idx])
+    # dS and dg/σ in the directions of a (beta first: dS = 0) and of b
+    eye_a, eye_b = jnp.eye(len(a_idx), dtype=theta.dtype), jnp.eye(len(b_idx), dtype=theta.dtype)
+    dS_a = tangents(lambda u: split(parts_ab(u, tb), d, s)[0], ta, eye_a[n_beta:])
+    dS_b = tangents(lambda u: split(parts_ab(ta, u), d, s)[0], tb, eye_b)
+    dg_a = tangents(lambda u: split(parts_ab(u, tb), d, s)[1], ta, eye_a)
+    dg_b = tangents(lambda u: split(parts_ab(ta, u), d, s)[1], tb, eye_b)
+    cov = np.concatenate([a_idx[n_beta:], b_idx])
     dS = jnp.concatenate([dS_a, dS_b])
-    dg = tangents(lambda u: split_fn(u)[1], theta, jnp.eye(m, dtype=theta.dtype))
+    dg = jnp.zeros((m, S.shape[0]), theta.dtype).at[a_idx].set(dg_a).at[b_idx].set(dg_b)
     Y = jnp.einsum("ij,ajk->aik", X, dS)
     H = H.at[cov[:, None], cov].add(-0.5 * jnp.einsum("aij,bji->ab", Y, Y))
     r = dg.at[cov].add(-(dS @ x))  # [m, R]
@@ -321,7 +359,8 @@ def conditional(theta_parts, d: LmmData, s: LmmStructure):
     Ls = theta_parts[1]
     pt = _parts(theta_parts, d, s)
     L0, R = Ls[0], s.r_z
-    Sinv = spd_inverse(pt.S) if pt.S.shape[0] else pt.S
+    S = _schur(pt, Ls, s)
+    Sinv = spd_inverse(S) if S.shape[0] else S
     x = Sinv @ pt.g
     # term 0: u_j = A_j^{-1} (L0' h_j - B_j x), B_j x = L0' (sum_r c_{j,r} (Λz x_z)_r + Z0'X_j x_x)
     xz = _scale(x[None, :R], Ls, s, 1, trans=True)[0]

@@ -53,8 +53,7 @@ def value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
     temporaries stay small) and summed.
     """
     if isinstance(s, LmmStructure):
-        v, g, H = lmm.value_grad_hess(lambda t: lmm.split(unpack(t, s), data, s), theta,
-                                      s.p_theta, s.scale_indices)
+        v, g, H = lmm.value_grad_hess(theta, data, s, unpack)
     elif isinstance(s, Structure):
         v, g, H = jax.tree.map(lambda a: jnp.sum(a, axis=0), jax.lax.map(
             lambda a: _vgh(block_negloglik, theta, a[0], a[1], s), (u_hat, data)))
