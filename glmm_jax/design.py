@@ -263,6 +263,28 @@ def _check_identifiable(term: RandomTerm, Z, z_names, codes, n_levels: int) -> N
             )
 
 
+def _interaction(df: pd.DataFrame, cols: list[str]) -> pd.Categorical:
+    """The factor ``a:b:...`` of several columns, its levels the labels "a:b" that occur,
+    sorted as strings (labels are made for the combinations that occur, not every row)."""
+    parts = [pd.Categorical(df[c]) for c in cols]
+    key = np.zeros(len(df), np.int64)
+    for cat in parts:
+        key = key * (len(cat.categories) + 1) + cat.codes + 1  # code -1 (missing) stays apart
+    uniq, inverse = np.unique(key, return_inverse=True)
+    digits = []
+    for cat in reversed(parts):
+        digits.append(uniq % (len(cat.categories) + 1) - 1)
+        uniq = uniq // (len(cat.categories) + 1)
+    names = [np.asarray(cat.categories.astype(str), dtype=object) for cat in parts]
+    labels = [":".join(str(names[k][i]) if i >= 0 else "nan" for k, i in enumerate(combo))
+              for combo in zip(*reversed(digits), strict=True)]
+    order = np.argsort(np.asarray(labels, dtype=object), kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return pd.Categorical.from_codes(rank[inverse.ravel()],
+                                     pd.Index(np.asarray(labels, dtype=object)[order]))
+
+
 def _grouping(term: RandomTerm, df: pd.DataFrame) -> list[GroupingFactor]:
     """The grouping factor(s) of a term: one, or one per column for ``||``."""
     cols = _group_columns(term.group)
@@ -279,10 +301,7 @@ def _grouping(term: RandomTerm, df: pd.DataFrame) -> list[GroupingFactor]:
         if np.any(np.bincount(cat.codes[cat.codes >= 0], minlength=len(cat.categories)) == 0):
             cat = cat.remove_unused_categories()
     else:
-        label = df[cols[0]].astype(str)
-        for c in cols[1:]:
-            label = label + ":" + df[c].astype(str)
-        cat = pd.Categorical(label)
+        cat = _interaction(df, cols)
     codes = np.asarray(cat.codes, dtype=np.int64)
     levels = pd.Index(cat.categories, name=term.group)
     if len(levels) < 2:

@@ -129,10 +129,11 @@ def cross_products(X, y, terms, Js) -> LmmData:
         ent_c = np.zeros((len(uniq), q0))
         np.add.at(ent_c, (inv, np.repeat(np.arange(q0), [c.nnz for c in C])),
                   np.concatenate([c.data for c in C]))
-        ent_j, ent_r = uniq // R, uniq % R
-        e1, e2 = _pairs(ent_j, J0)
-        pair_j, pair_rr = ent_j[e1], ent_r[e1] * R + ent_r[e2]
-        pair_c = ent_c[e1, :, None] * ent_c[e2, None, :]
+        ent_j, ent_r = (uniq // R).astype(np.int32), (uniq % R).astype(np.int32)
+        e1, e2 = _pairs(ent_j, ent_r, J0)
+        pair_j, pair_rr = ent_j[e1], ent_r[e1] * np.int32(R) + ent_r[e2]
+        pair_c = (ent_c[e1, 0] * ent_c[e2, 0]).reshape(-1, 1, 1) if q0 == 1 else \
+            ent_c[e1, :, None] * ent_c[e2, None, :]
     else:
         R = 0
         ZtZr, ZtXr, Ztyr = np.zeros((0, 0)), np.zeros((0, p)), np.zeros(0)
@@ -140,19 +141,23 @@ def cross_products(X, y, terms, Js) -> LmmData:
         ent_c, pair_c = np.zeros((0, q0)), np.zeros((0, q0, q0))
     i32 = np.int32
     return LmmData(
-        np.asarray(float(n)), ZtZ0, Zty0, ZtX0, ent_j.astype(i32), ent_r.astype(i32), ent_c,
-        pair_j.astype(i32), pair_rr.astype(i32), pair_c, ZtZr, ZtXr, Ztyr, X.T @ X, X.T @ y,
+        np.asarray(float(n)), ZtZ0, Zty0, ZtX0, ent_j.astype(i32, copy=False),
+        ent_r.astype(i32, copy=False), ent_c, pair_j.astype(i32, copy=False),
+        pair_rr.astype(i32, copy=False), pair_c, ZtZr, ZtXr, Ztyr, X.T @ X, X.T @ y,
         np.asarray(y @ y))
 
 
-def _pairs(ent_j, J0):
-    """Index pairs e1 <= e2 of entries (sorted by level) that share a level."""
+def _pairs(ent_j, ent_r, J0):
+    """Index pairs e1 <= e2 of entries (sorted by level j, then column r) that share a
+    level, grouped by the column of e1 in increasing order (so that the scatter-add of
+    the pairs into S writes one row at a time)."""
     n_j = np.bincount(ent_j, minlength=J0)
     start = np.cumsum(n_j) - n_j
-    e = np.arange(len(ent_j))
-    count = start[ent_j] + n_j[ent_j] - e  # partners e2 = e, ..., last of its level
-    e1 = np.repeat(e, count)
-    e2 = e1 + np.arange(len(e1)) - np.repeat(np.cumsum(count) - count, count)
+    first = np.argsort(ent_r, kind="stable")
+    count = (start[ent_j] + n_j[ent_j] - np.arange(len(ent_j)))[first]  # e2 = e1, ..., last
+    e1 = np.repeat(first.astype(np.int32), count)
+    e2 = e1 + (np.arange(len(e1), dtype=np.int32)
+               - np.repeat((np.cumsum(count) - count).astype(np.int32), count))
     return e1, e2
 
 
@@ -334,19 +339,27 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     if not S.shape[0]:
         return rest0, g, 0.5 * (H + H.T)
 
-    def tangents(f, t0, basis):
-        return jax.vmap(lambda e: jax.jvp(f, (t0,), (e,))[1])(basis)
-
-    # dS and dg/σ in the directions of a (beta first: dS = 0) and of b
+    # dS and dg/σ in the directions of a (beta, L0, log σ) and of b, each from one
+    # linearization (dS only in L0 and b: it is 0 in beta, and log σ follows below)
+    lin_a = jax.linearize(lambda u: split(parts_ab(u, tb), d, s)[:2], ta)[1]
+    lin_b = jax.linearize(lambda u: split(parts_ab(ta, u), d, s)[:2], tb)[1]
     eye_a, eye_b = jnp.eye(len(a_idx), dtype=theta.dtype), jnp.eye(len(b_idx), dtype=theta.dtype)
-    dS_a = tangents(lambda u: split(parts_ab(u, tb), d, s)[0], ta, eye_a[n_beta:])
-    dS_b = tangents(lambda u: split(parts_ab(ta, u), d, s)[0], tb, eye_b)
-    dg_a = tangents(lambda u: split(parts_ab(u, tb), d, s)[1], ta, eye_a)
-    dg_b = tangents(lambda u: split(parts_ab(ta, u), d, s)[1], tb, eye_b)
-    cov = np.concatenate([a_idx[n_beta:], b_idx])
-    dS = jnp.concatenate([dS_a, dS_b])
+    n0 = s.qs[0] * (s.qs[0] + 1) // 2
+    dS_0 = jax.vmap(lin_a)(eye_a[n_beta:n_beta + n0])[0]
+    dg_a = jax.vmap(lin_a)(eye_a)[1]
+    dS_b, dg_b = jax.vmap(lin_b)(eye_b)
+    # L0 A_j^{-1} L0' is unchanged when L0 and σ are scaled together, so in log σ
+    # dS = 2φ diag(prior) - Σ_e L0_e dS/dL0_e, and likewise for S^{-1} dS (no product)
+    L0e, phi = ta[n_beta:n_beta + n0], jnp.exp(2.0 * ta[-1])
+    prior = (jnp.arange(S.shape[0]) < s.r_z).astype(S.dtype)
+    Y_0 = jnp.einsum("ij,ajk->aik", X, dS_0)
+    Y_b = jnp.einsum("ij,ajk->aik", X, dS_b)
+    dS_s = 2.0 * phi * jnp.diag(prior) - jnp.einsum("e,eij->ij", L0e, dS_0)
+    Y_s = 2.0 * phi * X * prior - jnp.einsum("e,eij->ij", L0e, Y_0)
+    cov = np.concatenate([a_idx[n_beta:], b_idx])  # L0, log σ, then b
+    dS = jnp.concatenate([dS_0, dS_s[None], dS_b])
+    Y = jnp.concatenate([Y_0, Y_s[None], Y_b])
     dg = jnp.zeros((m, S.shape[0]), theta.dtype).at[a_idx].set(dg_a).at[b_idx].set(dg_b)
-    Y = jnp.einsum("ij,ajk->aik", X, dS)
     H = H.at[cov[:, None], cov].add(-0.5 * jnp.einsum("aij,bji->ab", Y, Y))
     r = dg.at[cov].add(-(dS @ x))  # [m, R]
     H = H - r @ X @ r.T
@@ -371,11 +384,10 @@ def conditional(theta_parts, d: LmmData, s: LmmStructure):
     Ainv = smallmat.cho_inverse(pt.CA)
     # cov of u_j: φ (A_j^{-1} + A_j^{-1} L0' W_j L0 A_j^{-1}), W_j = c_j Λz Sinv Λz' c_j' + ...
     W_zz = _scale(_scale(Sinv[:R, :R], Ls, s, 1, True), Ls, s, 0, True)
-    pw = W_zz.reshape(-1)[d.pair_rr][:, None, None] * d.pair_c
-    W = jax.ops.segment_sum(pw + jnp.swapaxes(pw, 1, 2), d.pair_j, num_segments=s.Js[0])
+    # each pair r1 < r2 counts in both orders; a pair r1 = r2 (symmetric c c') once
     same = (d.pair_rr // jnp.maximum(R, 1)) == (d.pair_rr % jnp.maximum(R, 1))
-    W = W - jax.ops.segment_sum(jnp.where(same[:, None, None], pw, 0.0), d.pair_j,
-                                num_segments=s.Js[0])
+    pw = (W_zz.reshape(-1)[d.pair_rr] * jnp.where(same, 0.5, 1.0))[:, None, None] * d.pair_c
+    W = jax.ops.segment_sum(pw + jnp.swapaxes(pw, 1, 2), d.pair_j, num_segments=s.Js[0])
     if s.reml:
         W_zx = _scale(Sinv[:R, R:], Ls, s, 0, True)  # [R, p]
         cw = jax.ops.segment_sum(d.ent_c[:, :, None] * W_zx[d.ent_r][:, None, :], d.ent_j,

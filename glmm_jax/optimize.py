@@ -122,7 +122,8 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         u, inner_iter = modes(theta, st.u, data, s)
         bound = st.f + 1e-4 * st.alpha * (st.g @ st.d)  # Armijo
         if value_first:
-            f_try = jax.lax.cond(st.risky, lambda: negloglik(theta, u, data, s),
+            risky = st.risky | isinstance(s, LmmStructure)
+            f_try = jax.lax.cond(risky, lambda: negloglik(theta, u, data, s),
                                  lambda: -jnp.inf * jnp.ones(()))
             f, g, H = jax.lax.cond(f_try <= bound,
                                    lambda: value_grad_hess(theta, u, data, s),
