@@ -252,16 +252,21 @@ def _schur_dot(W, pt: _Parts, Ls, s: LmmStructure):
 
 
 @jax.custom_jvp
-def spd_quad(S, g):
-    """g' S^{-1} g for symmetric positive definite S (derivatives by solves, no inverse)."""
-    return g @ jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(S, lower=True), g)
+def schur_terms(S, g):
+    """½ log det S - ½ g'S^{-1}g for symmetric positive definite S: one Cholesky
+    factorization; the derivative tr(S^{-1}dS)/2 - x'dg + x'dS x/2 (x = S^{-1}g) by
+    matrix products (crossed.spd_inverse), so that derivatives of any order are too."""
+    C = jax.scipy.linalg.cho_factor(S, lower=True)
+    return jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * g @ jax.scipy.linalg.cho_solve(C, g)
 
 
-@spd_quad.defjvp
-def _spd_quad_jvp(primals, tangents):
+@schur_terms.defjvp
+def _schur_terms_jvp(primals, tangents):
     (S, g), (dS, dg) = primals, tangents
-    x = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(S, lower=True), g)
-    return g @ x, 2.0 * x @ dg - x @ dS @ x
+    X = spd_inverse(S)
+    x = X @ g
+    return (0.5 * spd_log_det(S) - 0.5 * g @ x,
+            0.5 * jnp.sum(X * dS) - x @ dg + 0.5 * x @ dS @ x)
 
 
 def split(theta_parts, d: LmmData, s: LmmStructure):
@@ -285,7 +290,7 @@ def negloglik(theta_parts, d: LmmData, s: LmmStructure):
     S, gs, rest = split(theta_parts, d, s)
     if not S.shape[0]:
         return rest
-    return rest + 0.5 * spd_log_det(S) - 0.5 * spd_quad(S, gs)
+    return rest + schur_terms(S, gs)
 
 
 def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
@@ -320,34 +325,33 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
         xs = jax.lax.stop_gradient(x)
         v = rest0 + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
 
-    def linear(ta, tb):  # rest + F linearized in (S, g) at theta
-        parts = parts_ab(ta, tb)
-        pt = _parts(parts, d, s)
-        out = _rest(pt, parts[2], d, s)
-        if S.shape[0]:
-            out = out + _schur_dot(W, pt, parts[1], s) - xs @ (pt.g * jnp.exp(-parts[2]))
-        return out
+    def outputs(ta, tb):  # gradient of rest + F linearized in (S, g) at theta; S; g/σ
+        def linear(ta, tb):
+            parts = parts_ab(ta, tb)
+            pt = _parts(parts, d, s)
+            out = _rest(pt, parts[2], d, s)
+            if S.shape[0]:
+                out = out + _schur_dot(W, pt, parts[1], s) - xs @ (pt.g * jnp.exp(-parts[2]))
+            return out
 
-    g_a, g_b = jax.grad(linear, argnums=(0, 1))(ta, tb)
-    H_aa = jax.hessian(linear, argnums=0)(ta, tb)
-    H_bb = jax.hessian(linear, argnums=1)(ta, tb)
-    H_ba = jax.jacfwd(jax.grad(linear, argnums=1), argnums=0)(ta, tb)
+        S_t, g_t, _ = split(parts_ab(ta, tb), d, s)
+        return jax.grad(linear, argnums=(0, 1))(ta, tb), S_t, g_t
+
+    # one linearization per parameter group: the Hessian of the linearized objective,
+    # and dS, dg/σ (dS only in L0 and b: it is 0 in beta, and log σ follows below)
+    ((g_a, g_b), _, _), lin_a = jax.linearize(lambda u: outputs(u, tb), ta)
+    lin_b = jax.linearize(lambda u: outputs(ta, u), tb)[1]
+    eye_a, eye_b = jnp.eye(len(a_idx), dtype=theta.dtype), jnp.eye(len(b_idx), dtype=theta.dtype)
+    (H_aa, H_ba), _, dg_a = jax.vmap(lin_a)(eye_a)  # rows: directions
+    (_, H_bb), dS_b, dg_b = jax.vmap(lin_b)(eye_b)
     H = (jnp.zeros((m, m), theta.dtype).at[a_idx[:, None], a_idx].set(H_aa)
-         .at[b_idx[:, None], b_idx].set(H_bb).at[b_idx[:, None], a_idx].set(H_ba)
-         .at[a_idx[:, None], b_idx].set(H_ba.T))
+         .at[b_idx[:, None], b_idx].set(H_bb).at[a_idx[:, None], b_idx].set(H_ba)
+         .at[b_idx[:, None], a_idx].set(H_ba.T))
     g = jnp.zeros(m, theta.dtype).at[a_idx].set(g_a).at[b_idx].set(g_b)
     if not S.shape[0]:
         return rest0, g, 0.5 * (H + H.T)
-
-    # dS and dg/σ in the directions of a (beta, L0, log σ) and of b, each from one
-    # linearization (dS only in L0 and b: it is 0 in beta, and log σ follows below)
-    lin_a = jax.linearize(lambda u: split(parts_ab(u, tb), d, s)[:2], ta)[1]
-    lin_b = jax.linearize(lambda u: split(parts_ab(ta, u), d, s)[:2], tb)[1]
-    eye_a, eye_b = jnp.eye(len(a_idx), dtype=theta.dtype), jnp.eye(len(b_idx), dtype=theta.dtype)
     n0 = s.qs[0] * (s.qs[0] + 1) // 2
-    dS_0 = jax.vmap(lin_a)(eye_a[n_beta:n_beta + n0])[0]
-    dg_a = jax.vmap(lin_a)(eye_a)[1]
-    dS_b, dg_b = jax.vmap(lin_b)(eye_b)
+    dS_0 = jax.vmap(lin_a)(eye_a[n_beta:n_beta + n0])[1]
     # L0 A_j^{-1} L0' is unchanged when L0 and σ are scaled together, so in log σ
     # dS = 2φ diag(prior) - Σ_e L0_e dS/dL0_e, and likewise for S^{-1} dS (no product)
     L0e, phi = ta[n_beta:n_beta + n0], jnp.exp(2.0 * ta[-1])

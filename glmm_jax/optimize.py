@@ -122,7 +122,9 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         u, inner_iter = modes(theta, st.u, data, s)
         bound = st.f + 1e-4 * st.alpha * (st.g @ st.d)  # Armijo
         if value_first:
-            risky = st.risky | isinstance(s, LmmStructure)
+            risky = st.risky
+            if isinstance(s, LmmStructure):  # also when the step promises a large decrease
+                risky = risky | (jnp.isfinite(st.f) & (-(st.g @ st.d) * st.alpha > 1.0))
             f_try = jax.lax.cond(risky, lambda: negloglik(theta, u, data, s),
                                  lambda: -jnp.inf * jnp.ones(()))
             f, g, H = jax.lax.cond(f_try <= bound,
