@@ -173,7 +173,7 @@ def _build_lmm(formula: str, frame: ModelFrame, fam: Family, nagq: int, reml: bo
     p = frame.X.shape[1]
     qs = tuple(len(g.z_names) for g in groups) + (p,) * reml
     s = lmm.LmmStructure(fam, p, qs, Js + (1,) * reml, nagq, reml=reml)
-    stats = lmm.cross_products(frame.X, frame.y, terms, Js)
+    stats = lmm.cross_products(frame.X, frame.y - frame.offset, terms, Js)
     devices = list(jax.devices() if devices is None else devices)
     return Model(formula, replace(frame, groups=tuple(groups)), s,
                  jax.device_put(stats, devices[0]))

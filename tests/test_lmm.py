@@ -125,3 +125,15 @@ def test_too_large_for_cross_products_takes_joint_laplace(crossed_df, monkeypatc
     monkeypatch.setattr(lmm, "MAX_DENSE", 10)
     m = api.build_model(CROSSED, crossed_df, "gaussian")
     assert not isinstance(m.structure, lmm.LmmStructure)
+
+
+def test_offset_same_as_joint_laplace(crossed_df):
+    df = crossed_df.assign(off=np.linspace(-1.0, 2.0, len(crossed_df)))
+    formula = "y ~ x + offset(off) + (1 | g1) + (1 | g2)"
+    m = api.build_model(formula, df, "gaussian")
+    general = api._build_multi(formula, m.frame, m.structure.family, 1, True, jax.devices())
+    a, b = api.fit_model(m), api.fit_model(general)
+    assert isinstance(m.structure, lmm.LmmStructure)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
+    np.testing.assert_allclose(a.theta, b.theta, atol=1e-6)
+    np.testing.assert_allclose(a.fixef, b.fixef, atol=1e-6)
