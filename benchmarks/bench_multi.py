@@ -39,7 +39,7 @@ CASES = {
     "nested_registry_1m": ("nested_registry_1m", "poisson",
                            "y ~ age + sex + (1 | hospital/ward) + (1 | obs)"),
 }
-WARM = {"insteval_sim": 1, "nested_registry_1m": 2}  # warm fits timed (default 3)
+WARM = {"nested_registry_1m": 2}  # warm fits timed (default 3)
 NO_PEERS = {"nested_registry_1m": "not run: 1M observation-level effects"}
 
 

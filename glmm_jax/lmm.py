@@ -357,7 +357,7 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     L0e, phi = ta[n_beta:n_beta + n0], jnp.exp(2.0 * ta[-1])
     prior = (jnp.arange(S.shape[0]) < s.r_z).astype(S.dtype)
     Y_0 = jnp.einsum("ij,ajk->aik", X, dS_0)
-    Y_b = jnp.einsum("ij,ajk->aik", X, dS_b)
+    Y_b = _products_b(X, S, dS_b, tb, phi, prior, s)
     dS_s = 2.0 * phi * jnp.diag(prior) - jnp.einsum("e,eij->ij", L0e, dS_0)
     Y_s = 2.0 * phi * X * prior - jnp.einsum("e,eij->ij", L0e, Y_0)
     cov = np.concatenate([a_idx[n_beta:], b_idx])  # L0, log σ, then b
@@ -368,6 +368,34 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     r = dg.at[cov].add(-(dS @ x))  # [m, R]
     H = H - r @ X @ r.T
     return v, g, 0.5 * (H + H.T)
+
+
+def _products_b(X, S, dS, tb, phi, prior, s: LmmStructure):
+    """S^{-1} dS_e for the factors' entries e of terms 1.. (tb), one product fewer.
+
+    Scaling every such factor by c scales S̃ = S - φ diag(prior) by c on both sides of
+    its prior block, so Σ_e L_e dS_e = D S̃ + S̃ D (D = diag(prior)), and
+    S^{-1} Σ_e L_e dS_e = I + D - S^{-1}[:, beta] S[beta, :] - 2φ S^{-1} D costs no
+    R x R product: the entry with the largest |L_e| is solved from it (its products
+    are all formed when every |L_e| is below 1e-3 σ, where the solution would lose
+    digits).
+    """
+    n = dS.shape[0]
+    if n < 2:
+        return jnp.einsum("ij,ajk->aik", X, dS)
+    R = s.r_z
+    total = (jnp.eye(S.shape[0], dtype=S.dtype) + jnp.diag(prior)
+             - X[:, R:] @ S[R:, :] - 2.0 * phi * X * prior)
+    k = jnp.argmax(jnp.abs(tb))
+    others = jnp.arange(n - 1) + (jnp.arange(n - 1) >= k)
+
+    def solved():
+        Y = jnp.einsum("ij,ajk->aik", X, dS[others])
+        Yk = (total - jnp.einsum("a,aij->ij", tb[others], Y)) / tb[k]
+        return jnp.zeros_like(dS).at[others].set(Y).at[k].set(Yk)
+
+    return jax.lax.cond(jnp.abs(tb[k]) > 1e-3 * jnp.sqrt(phi), solved,
+                        lambda: jnp.einsum("ij,ajk->aik", X, dS))
 
 
 def conditional(theta_parts, d: LmmData, s: LmmStructure):

@@ -90,11 +90,16 @@ def test_same_fit_as_joint_laplace(crossed_pair):
                                    atol=1e-6, err_msg=name)
 
 
-def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair):
-    """lmm.value_grad_hess against jax.hessian of the same -log L (forward over reverse)."""
+@pytest.mark.parametrize("near_zero", [False, True], ids=["interior", "small_factors"])
+def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair, near_zero):
+    """lmm.value_grad_hess against jax.hessian of the same -log L (forward over reverse),
+    also where the factors of terms 1.. are near 0 (the products are then all formed)."""
     _, m, _, _, _ = crossed_pair
     s, d = m.structure, m.data
-    theta = jnp.asarray(np.asarray(m.start()) * 1.2 - 0.03)
+    theta = np.asarray(m.start()) * 1.2 - 0.03
+    if near_zero:
+        theta[s.scale_indices] *= 1e-5
+    theta = jnp.asarray(theta)
     f, g, H = m.value_grad_hess(theta)
 
     def objective(t):
