@@ -365,19 +365,35 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     mu = fam.inverse_link(eta)
     log_phi = fam.start_dispersion(y, mu * (n if fam.name == "binomial" else 1.0))
     d_eta = fam.mu_eta(eta)
+    # moment estimates of each random intercept's variance; a term nested in another
+    # (a ward in its hospital, an observation in its ward) estimates the sum of its own
+    # and its ancestors' variances, so the nearest ancestor's estimate is subtracted
+    raw = {i: _intercept_sd(fam, y, n, mu, d_eta, log_phi, g.codes, len(g.levels)) ** 2
+           for i, g in enumerate(frame.groups) if "(Intercept)" in g.z_names}
     var_sum = 0.0
-    for g, L in zip(frame.groups, Ls, strict=True):
-        if "(Intercept)" in g.z_names:
-            k = g.z_names.index("(Intercept)")
-            sd = _intercept_sd(fam, y, n, mu, d_eta, log_phi, g.codes, len(g.levels))
-            L[k, k] = np.clip(sd, 0.1 * scale, 5.0 * scale) if np.isfinite(sd) else scale
-            var_sum += L[k, k] ** 2
+    for i, var in raw.items():
+        g, L = frame.groups[i], Ls[i]
+        parents = [m for m in raw if len(frame.groups[m].levels) < len(g.levels)
+                   and _nested_in(g.codes, len(g.levels), frame.groups[m].codes)]
+        if parents:
+            var -= raw[max(parents, key=lambda m: len(frame.groups[m].levels))]
+        k = g.z_names.index("(Intercept)")
+        sd = np.sqrt(max(var, 0.0))
+        L[k, k] = np.clip(sd, 0.1 * scale, 5.0 * scale) if np.isfinite(sd) else scale
+        var_sum += L[k, k] ** 2
     if fam.name == "gaussian":  # the residual variance is what the groups leave
         log_phi = 0.5 * np.log(max(scale**2 - var_sum, 0.05 * scale**2))
     elif X.shape[1] and var_sum:
         beta = _conditional_beta(fam, beta, frame.x_names, var_sum)
     L = Ls if isinstance(s, MultiStructure) else Ls[0]
     return pack(beta, L, log_phi, s)
+
+
+def _nested_in(codes, n_levels: int, outer) -> bool:
+    """Every level of ``codes`` lies within one level of ``outer``."""
+    parent = np.zeros(n_levels, outer.dtype)
+    parent[codes] = outer
+    return bool(np.all(parent[codes] == outer))
 
 
 def _intercept_sd(fam: Family, y, n, mu, d, log_phi: float, codes, J: int) -> float:
