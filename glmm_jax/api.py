@@ -291,6 +291,7 @@ def fit(
         maximized, and ``loglik`` is the restricted log-likelihood.
       devices: JAX devices to spread the data over (clusters' row chunks are sharded
         across them with ``jax.sharding``); default: all devices of the default backend.
+        Gaussian models are reduced to cross products, which live on the first device.
       max_iter: maximum outer Newton iterations. If Newton has not converged by then, an
         L-BFGS fallback (optax, at most ``5 * max_iter`` iterations) continues from where it
         stopped and Newton is run once more from its result.
