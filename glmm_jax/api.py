@@ -106,14 +106,13 @@ def build_model(
     spec = parse_formula(formula)
     with one_blas_thread():
         frame = build_frame(spec, data, fam)
-    for g in frame.groups:
-        if len(g.levels) * len(g.z_names) >= len(frame.y) and fam.has_dispersion:
-            raise GLMMInputError(
-                f"{len(g.levels) * len(g.z_names)} random effects in {g.term} for "
-                f"{len(frame.y)} observations: the random effects and the residual variance "
-                "are not identifiable"
-            )
-    with one_blas_thread():
+        for g in frame.groups:
+            if len(g.levels) * len(g.z_names) >= len(frame.y) and fam.has_dispersion:
+                raise GLMMInputError(
+                    f"{len(g.levels) * len(g.z_names)} random effects in {g.term} for "
+                    f"{len(frame.y)} observations: the random effects and the residual "
+                    "variance are not identifiable"
+                )
         return model_from_frame(spec.formula, frame, fam, int(nagq), devices, reml)
 
 
@@ -181,16 +180,16 @@ def _build_lmm(formula: str, frame: ModelFrame, fam: Family, nagq: int, reml: bo
     would be too large (then the joint Laplace path, exact too, takes it)."""
     _check_one_term_for_agq(frame, nagq)
     groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
+    p = frame.X.shape[1]
+    if sum(len(g.levels) * len(g.z_names) for g in groups[1:]) + reml * p > lmm.MAX_DENSE:
+        return None
     terms = [(g.Z, g.codes) for g in groups]
     Js = tuple(len(g.levels) for g in groups)
-    r, n_pairs = lmm.size(terms, Js)
-    if r + reml * frame.X.shape[1] > lmm.MAX_DENSE or n_pairs > lmm.MAX_PAIRS:
+    stats = lmm.cross_products(frame.X, frame.y - frame.offset, terms, Js)
+    if stats is None:
         return None
-    p = frame.X.shape[1]
     qs = tuple(len(g.z_names) for g in groups) + (p,) * reml
     s = lmm.LmmStructure(fam, p, qs, Js + (1,) * reml, nagq, reml=reml)
-    stats = lmm.cross_products(frame.X, frame.y - frame.offset, terms, Js)
-    devices = list(jax.devices() if devices is None else devices)
     return Model(formula, replace(frame, groups=tuple(groups)), s,
                  jax.device_put(stats, devices[0]))
 
@@ -394,7 +393,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     for i, var in raw.items():
         g, L = frame.groups[i], Ls[i]
         parents = [m for m in raw if len(frame.groups[m].levels) < len(g.levels)
-                   and _nested_in(g.codes, len(g.levels), frame.groups[m].codes)]
+                   and nested.parent(g.codes, len(g.levels), frame.groups[m].codes) is not None]
         if parents:
             var -= raw[max(parents, key=lambda m: len(frame.groups[m].levels))]
         k = g.z_names.index("(Intercept)")
@@ -407,13 +406,6 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         beta = _conditional_beta(fam, beta, frame.x_names, var_sum)
     L = Ls if isinstance(s, MultiStructure) else Ls[0]
     return pack(beta, L, log_phi, s)
-
-
-def _nested_in(codes, n_levels: int, outer) -> bool:
-    """Every level of ``codes`` lies within one level of ``outer``."""
-    parent = np.zeros(n_levels, outer.dtype)
-    parent[codes] = outer
-    return bool(np.all(parent[codes] == outer))
 
 
 def _intercept_sd(fam: Family, y, n, mu, d, log_phi: float, codes, J: int) -> float:

@@ -13,7 +13,7 @@ results are shared), at a cost free of n. A is eliminated as in crossed.py: term
 most effects) has q0 × q0 blocks A_j; the Schur complement S over the other effects
 (and, under REML, the fixed effects) is dense, and its term-0 correction
 Σ_j B_j' A_j⁻¹ B_j is accumulated over the pairs of other-term columns that share a
-level of term 0 (for InstEval-size data 2.4M pairs instead of a 2,972 × 1,156 dense
+level of term 0 (for InstEval-size data 2.6M pairs instead of a 2,972 × 1,158 dense
 product).
 """
 
@@ -73,20 +73,6 @@ class LmmStructure(MultiStructure):
         return np.arange(start, self.p_theta + self.n_cov)
 
 
-def size(terms, Js) -> tuple[int, int]:
-    """(dense dimension without beta, number of pairs) that :func:`cross_products` would
-    build for ``terms`` = [(Z_k, codes_k)] (term 0 first)."""
-    Z0, c0 = terms[0]
-    r = sum(Z.shape[1] * J for (Z, _), J in zip(terms[1:], Js[1:], strict=True))
-    if not r:
-        return 0, 0
-    cols = _rest_matrix(terms, Js)
-    pattern = (sp.csr_matrix((np.ones(len(c0)), (c0, np.arange(len(c0)))),
-                             shape=(Js[0], len(c0))) @ (cols != 0)).tocsr()
-    n_j = np.diff(pattern.indptr)
-    return r, int(np.sum(n_j * (n_j + 1) // 2))
-
-
 def _term_matrix(Z, codes, J):
     """Sparse [n, J q] random-effects design of one term (level-major columns)."""
     n, q = Z.shape
@@ -100,9 +86,10 @@ def _rest_matrix(terms, Js):
     return sp.hstack(mats, format="csr")
 
 
-def cross_products(X, y, terms, Js) -> LmmData:
+def cross_products(X, y, terms, Js) -> LmmData | None:
     """The θ-free statistics of a model; ``terms`` = [(Z_k, codes_k)] for the terms with
-    a prior, term 0 (eliminated blockwise) first."""
+    a prior, term 0 (eliminated blockwise) first. None when the other terms' columns
+    sharing a level of term 0 make more than ``MAX_PAIRS`` pairs."""
     Z0, c0 = terms[0]
     n, q0 = Z0.shape
     J0, p = Js[0], X.shape[1]
@@ -130,7 +117,10 @@ def cross_products(X, y, terms, Js) -> LmmData:
         np.add.at(ent_c, (inv, np.repeat(np.arange(q0), [c.nnz for c in C])),
                   np.concatenate([c.data for c in C]))
         ent_j, ent_r = (uniq // R).astype(np.int32), (uniq % R).astype(np.int32)
-        e1, e2 = _pairs(ent_j, ent_r, J0)
+        n_j = np.bincount(ent_j, minlength=J0)
+        if np.sum(n_j * (n_j + 1) // 2) > MAX_PAIRS:
+            return None
+        e1, e2 = _pairs(ent_j, ent_r, n_j)
         pair_j, pair_rr = ent_j[e1], ent_r[e1] * np.int32(R) + ent_r[e2]
         pair_c = (ent_c[e1, 0] * ent_c[e2, 0]).reshape(-1, 1, 1) if q0 == 1 else \
             ent_c[e1, :, None] * ent_c[e2, None, :]
@@ -147,11 +137,10 @@ def cross_products(X, y, terms, Js) -> LmmData:
         np.asarray(y @ y))
 
 
-def _pairs(ent_j, ent_r, J0):
-    """Index pairs e1 <= e2 of entries (sorted by level j, then column r) that share a
-    level, grouped by the column of e1 in increasing order (so that the scatter-add of
-    the pairs into S writes one row at a time)."""
-    n_j = np.bincount(ent_j, minlength=J0)
+def _pairs(ent_j, ent_r, n_j):
+    """Index pairs e1 <= e2 of entries (sorted by level j, then column r; ``n_j`` entries
+    at level j) that share a level, grouped by the column of e1 in increasing order (so
+    that the scatter-add of the pairs into S writes one row at a time)."""
     start = np.cumsum(n_j) - n_j
     first = np.argsort(ent_r, kind="stable")
     count = (start[ent_j] + n_j[ent_j] - np.arange(len(ent_j)))[first]  # e2 = e1, ..., last

@@ -32,25 +32,34 @@ class TreeHess(NamedTuple):
     B: tuple  # per term k: tuple over m > k of [J_k, q_k, q_m]
 
 
+def parent(codes: np.ndarray, n_levels: int, outer: np.ndarray) -> np.ndarray | None:
+    """[n_levels] level of ``outer`` that holds each level of ``codes`` (0 for a level
+    with no rows), or None when some level spans several levels of ``outer``."""
+    lo = np.full(n_levels, np.iinfo(np.int64).max)
+    hi = np.full(n_levels, -1)
+    np.minimum.at(lo, codes, outer)
+    np.maximum.at(hi, codes, outer)
+    used = hi >= 0
+    if np.any(lo[used] != hi[used]):
+        return None
+    return np.where(used, hi, 0)
+
+
 def ancestors(codes: list[np.ndarray], Js: list[int]) -> tuple | None:
     """Ancestor maps of a nested chain of grouping codes (finest first), or None when some
     level of a term spans several levels of the next (the terms are not nested)."""
     K = len(codes)
-    parent = []
+    parents = []
     for k in range(K - 1):
-        lo = np.full(Js[k], np.iinfo(np.int64).max)
-        hi = np.full(Js[k], -1)
-        np.minimum.at(lo, codes[k], codes[k + 1])
-        np.maximum.at(hi, codes[k], codes[k + 1])
-        used = hi >= 0
-        if np.any(lo[used] != hi[used]):
+        p = parent(codes[k], Js[k], codes[k + 1])
+        if p is None:
             return None
-        parent.append(np.where(used, hi, 0))
+        parents.append(p)
     anc = []
     for k in range(K):
         row, cur = [], np.arange(Js[k])
         for m in range(k + 1, K):
-            cur = parent[m - 1][cur]
+            cur = parents[m - 1][cur]
             row.append(cur.astype(np.int32))
         anc.append(tuple(row))
     return tuple(anc)

@@ -142,3 +142,9 @@ def test_offset_same_as_joint_laplace(crossed_df):
     assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
     np.testing.assert_allclose(a.theta, b.theta, atol=1e-6)
     np.testing.assert_allclose(a.fixef, b.fixef, atol=1e-6)
+
+
+def test_too_many_pairs_for_cross_products_takes_joint_laplace(crossed_df, monkeypatch):
+    monkeypatch.setattr(lmm, "MAX_PAIRS", 10)
+    m = api.build_model(CROSSED, crossed_df, "gaussian")
+    assert not isinstance(m.structure, lmm.LmmStructure)
