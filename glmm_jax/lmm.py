@@ -314,17 +314,18 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
         xs = jax.lax.stop_gradient(x)
         v = rest0 + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
 
-    def outputs(ta, tb):  # gradient of rest + F linearized in (S, g) at theta; S; g/σ
-        def linear(ta, tb):
-            parts = parts_ab(ta, tb)
-            pt = _parts(parts, d, s)
-            out = _rest(pt, parts[2], d, s)
-            if S.shape[0]:
-                out = out + _schur_dot(W, pt, parts[1], s) - xs @ (pt.g * jnp.exp(-parts[2]))
-            return out
+    def linear(ta, tb):  # rest + F linearized in (S, g) at theta; and (S, g/σ)
+        parts = parts_ab(ta, tb)
+        pt = _parts(parts, d, s)
+        g_t = pt.g * jnp.exp(-parts[2])
+        out = _rest(pt, parts[2], d, s)
+        if S.shape[0]:
+            out = out + _schur_dot(W, pt, parts[1], s) - xs @ g_t
+        return out, (_schur(pt, parts[1], s), g_t)
 
-        S_t, g_t, _ = split(parts_ab(ta, tb), d, s)
-        return jax.grad(linear, argnums=(0, 1))(ta, tb), S_t, g_t
+    def outputs(ta, tb):  # its gradient, S and g/σ, from one evaluation of _parts
+        grads, (S_t, g_t) = jax.grad(linear, argnums=(0, 1), has_aux=True)(ta, tb)
+        return grads, S_t, g_t
 
     # one linearization per parameter group: the Hessian of the linearized objective,
     # and dS, dg/σ (dS only in L0 and b: it is 0 in beta, and log σ follows below)
