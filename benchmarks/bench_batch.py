@@ -65,7 +65,11 @@ def run_case(case: str, n: int) -> dict:
     """Time fit_many (cold, warm) and sequential fit on a subset, in this process."""
     import warnings
 
+    import jax
+
     sys.path.insert(0, str(HERE.parent))
+    from run_glmm_jax import device_peak_mb
+
     import glmm_jax as gj
 
     if case == "cbpp_many":
@@ -91,7 +95,7 @@ def run_case(case: str, n: int) -> dict:
     return {"case": case, "n_datasets": n, "cold_s": cold, "warm_s": warm,
             "warm_per_dataset_s": warm / n, "sequential_fit_per_dataset_s": seq,
             "converged": int(summ.converged.sum()), "failed": len(res.errors),
-            "device": str(__import__("jax").devices()[0])}
+            "device": str(jax.devices()[0]), "device_peak_mb": device_peak_mb()}
 
 
 def main(argv=None) -> None:

@@ -97,7 +97,8 @@ def data(case: str):
 
 def run_glmm_jax(case: str) -> dict:
     sys.path.insert(0, str(HERE.parent))
-    from run_glmm_jax import current_rss_mb, hwm_rss_mb, peak_rss_mb, reset_peak_rss
+    import jax
+    from run_glmm_jax import current_rss_mb, device_peak_mb, hwm_rss_mb, peak_rss_mb, reset_peak_rss
 
     import glmm_jax as gj
 
@@ -115,6 +116,7 @@ def run_glmm_jax(case: str) -> dict:
     out = {"engine": "glmm_jax", "cold_s": cold, "time_s": statistics.median(warm),
            "warm_runs_s": warm, "loglik": res.loglik, "converged": res.converged,
            "n_iter": res.n_iter, "nobs": res.nobs, "peak_rss_mb": peak_rss_mb(),
+           "device_peak_mb": device_peak_mb(), "device": str(jax.devices()[0]),
            "varcorr": json.loads(res.varcorr.to_json(orient="records"))}
     if reset and before is not None:
         out["warm_fit_peak_increase_mb"] = hwm_rss_mb() - before

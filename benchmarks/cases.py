@@ -61,6 +61,8 @@ CASES: dict[str, Case] = {
              slow_peers=frozenset({"lme4", "glmmTMB"})),
         Case("logit_ri_1m", 1_000_000, 20_000, "binomial", slope=False, optional=True,
              slow_peers=frozenset({"lme4", "glmmTMB"})),
+        Case("logit_ri_10m", 10_000_000, 200_000, "binomial", slope=False, optional=True,
+             slow_peers=frozenset({"gpboost", "lme4", "glmmTMB"})),
     ]
 }
 

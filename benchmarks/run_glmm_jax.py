@@ -1,6 +1,6 @@
 """Time glmm_jax on one benchmark case, in a fresh process.
 
-Usage: ``python benchmarks/run_glmm_jax.py CASE [--nagq 1]``
+Usage: ``python benchmarks/run_glmm_jax.py CASE [--nagq 1] [--warm 5]``
 
 Simulates the case's registry, then times a first ``glmm_jax.fit`` (cold:
 tracing and XLA compilation included) and a second identical fit (warm). Prints
@@ -68,6 +68,17 @@ def hwm_rss_mb() -> float | None:
     return None
 
 
+def device_peak_mb() -> float | None:
+    """Peak accelerator memory in use so far, in MB (None on CPU, which reports none)."""
+    try:
+        import jax
+
+        stats = jax.devices()[0].memory_stats()
+        return stats["peak_bytes_in_use"] / 1e6 if stats else None
+    except Exception:  # noqa: BLE001 - a backend without memory statistics
+        return None
+
+
 def jax_info() -> dict:
     """JAX version and default device, or the import error."""
     try:
@@ -91,7 +102,7 @@ def fit_summary(res) -> dict:
     return out
 
 
-def run(case_name: str, nagq: int) -> dict:
+def run(case_name: str, nagq: int, warm: int = WARM_REPEATS) -> dict:
     """Simulate the data and time a cold and a warm fit."""
     case = CASES[case_name]
     out: dict = {"case": case_name, "formula": case.formula, "family": case.family, "nagq": nagq}
@@ -114,7 +125,7 @@ def run(case_name: str, nagq: int) -> dict:
         if reset and before_warm is not None:
             # memory the warm fit itself needed on top of what the process already held
             out["warm_fit_peak_increase_mb"] = hwm_rss_mb() - before_warm
-        for _ in range(WARM_REPEATS - 1):
+        for _ in range(warm - 1):
             t0 = time.perf_counter()
             glmm_jax.fit(case.formula, df, family=case.family, nagq=nagq)
             runs.append(time.perf_counter() - t0)
@@ -124,6 +135,7 @@ def run(case_name: str, nagq: int) -> dict:
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["traceback"] = traceback.format_exc(limit=5)
     out["peak_rss_mb"] = peak_rss_mb()
+    out["device_peak_mb"] = device_peak_mb()
     return out
 
 
@@ -132,8 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("case", choices=sorted(CASES))
     parser.add_argument("--nagq", type=int, default=1)
+    parser.add_argument("--warm", type=int, default=WARM_REPEATS, help="warm fits timed")
     args = parser.parse_args(argv)
-    print(MARKER + json.dumps(run(args.case, args.nagq)), flush=True)
+    print(MARKER + json.dumps(run(args.case, args.nagq, max(1, args.warm))), flush=True)
 
 
 if __name__ == "__main__":

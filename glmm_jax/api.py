@@ -21,7 +21,7 @@ from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
 from .families import Family, get_family
 from .formula import parse_formula
-from .laplace import BLOCK_ROWS, ClusterData, Structure, cluster_arrays, make_layout
+from .laplace import ClusterData, Structure, block_rows, cluster_arrays, make_layout
 from .objective import modes, pack, unpack_np
 from .optimize import COMPILER_OPTIONS, lbfgs_fit, newton_fit, value_grad_hess
 from .results import GLMMResult, TermFit
@@ -152,7 +152,8 @@ def _build_single(formula: str, frame: ModelFrame, fam: Family, nagq: int, devic
             f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
             f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
         )
-    layout = make_layout(grouping.codes, len(grouping.levels), block_rows=BLOCK_ROWS)
+    layout = make_layout(grouping.codes, len(grouping.levels),
+                         block_rows=block_rows(devices[0].platform))
     # pad blocks, clusters and chunks to size buckets, so that models of nearby sizes reuse
     # one compiled program (padding has zero weight; empty clusters add exactly 0)
     s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), nagq)

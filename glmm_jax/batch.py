@@ -35,6 +35,15 @@ from .optimize import newton_fit_many
 from .results import GLMMResult
 
 MEMORY_BUDGET = 2e9  # bytes of working memory one vmapped batch may use (rough model)
+ACCELERATOR_MEMORY_SHARE = 0.25  # on a GPU: this share of its memory, if more
+
+
+def memory_budget(device) -> float:
+    """Working memory one vmapped batch may use on ``device``, in bytes."""
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return max(MEMORY_BUDGET, ACCELERATOR_MEMORY_SHARE * stats["bytes_limit"])
+    return MEMORY_BUDGET
 MIN_BATCH = 4  # datasets so large that fewer fit in one batch are fitted one by one
 
 
@@ -213,7 +222,8 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
     s = Structure(fam, p, q, J, nagq)
     if batch_size is None:
         per_fit = M * C * (p + q + 8) * 8 * 60 * max(1, nagq**q)
-        batch_size = int(max(1, min(len(frames), MEMORY_BUDGET // per_fit)))
+        budget = memory_budget(jax.devices()[0])
+        batch_size = int(max(1, min(len(frames), budget // per_fit)))
         if batch_size < MIN_BATCH < len(frames):
             # large datasets: one at a time with fit()'s engine (blocks of clusters),
             # which is faster than a small vmapped batch

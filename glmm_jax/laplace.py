@@ -82,7 +82,13 @@ def chunk_size(counts: np.ndarray) -> int:
     return int(min(32, 2 ** max(0, int(np.floor(np.log2(max(med / 2.0, 1.0)))))))
 
 
-BLOCK_ROWS = 2**16  # rows per block: a block's row-level temporaries stay in cache
+BLOCK_ROWS = 2**16  # rows per block on a CPU: a block's row-level temporaries stay in cache
+ACCELERATOR_BLOCK_ROWS = 2**22  # on a GPU: blocks large enough to keep the device busy
+
+
+def block_rows(platform: str) -> int:
+    """Rows per block of clusters on a device of ``platform`` ("cpu", "gpu", ...)."""
+    return BLOCK_ROWS if platform == "cpu" else ACCELERATOR_BLOCK_ROWS
 
 
 def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None,

@@ -2,6 +2,7 @@
 
 import warnings
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,3 +130,14 @@ def test_large_datasets_are_fitted_one_by_one(datasets, monkeypatch):
         alone = gj.fit(FORMULA, df)
         np.testing.assert_allclose(out.results[key].theta, alone.theta, atol=1e-10)
         assert out.results[key].loglik == pytest.approx(alone.loglik, abs=1e-10)
+
+
+def test_memory_budget_follows_the_device():
+    class FakeGpu:  # a stand-in with a jax device's platform and memory_stats()
+        platform = "gpu"
+
+        def memory_stats(self):
+            return {"bytes_limit": 80e9}
+
+    assert gj.batch.memory_budget(FakeGpu()) == pytest.approx(20e9)
+    assert gj.batch.memory_budget(jax.devices("cpu")[0]) == gj.batch.MEMORY_BUDGET

@@ -58,7 +58,7 @@ def test_blocks_give_the_single_block_answer(monkeypatch, family, slope):
     df = pd.DataFrame({"y": y.astype(float), "x": x, "g": g})
     formula = "y ~ x + (1 + x | g)" if slope else "y ~ x + (1 | g)"
     one = gj.fit(formula, df, family=family)
-    monkeypatch.setattr(gj.api, "BLOCK_ROWS", 256)
+    monkeypatch.setattr(gj.laplace, "BLOCK_ROWS", 256)
     model = gj.build_model(formula, df, family=family)
     assert model.data.y.shape[0] >= 10
     many = gj.fit(formula, df, family=family)
@@ -88,3 +88,9 @@ def test_block_layout_keeps_clusters_whole():
     chunk_cluster = data.group[lay.block, lay.chunk]
     assert np.all(chunk_cluster == lay.cluster_slot[codes])
     assert np.all(np.diff(data.group, axis=1) >= 0)
+
+
+def test_block_rows_per_platform():
+    # CPU blocks stay cache-sized; accelerators take larger blocks (fewer, fuller kernels)
+    assert gj.laplace.block_rows("cpu") == gj.laplace.BLOCK_ROWS == 2**16
+    assert gj.laplace.block_rows("gpu") == gj.laplace.ACCELERATOR_BLOCK_ROWS == 2**22

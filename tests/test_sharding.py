@@ -37,7 +37,7 @@ for name, args in {
     out[name] = {"shards": shards, "converged": bool(four.converged),
                  "dtheta": float(np.max(np.abs(one.theta - four.theta))),
                  "dloglik": abs(one.loglik - four.loglik)}
-gj.api.BLOCK_ROWS = 128  # several blocks, each sharded over the four devices
+gj.laplace.BLOCK_ROWS = 128  # several blocks, each sharded over the four devices
 blocks = gj.fit("y ~ x + (1 + x | g)", df, family="poisson")
 one = gj.fit("y ~ x + (1 + x | g)", df, family="poisson", devices=jax.devices()[:1])
 model = gj.build_model("y ~ x + (1 + x | g)", df, family="poisson")
