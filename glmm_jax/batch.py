@@ -36,6 +36,7 @@ from .results import GLMMResult
 
 MEMORY_BUDGET = 2e9  # bytes of working memory one vmapped batch may use (rough model)
 ACCELERATOR_MEMORY_SHARE = 0.25  # on a GPU: this share of its memory, if more
+MIN_BATCH = 4  # datasets so large that fewer fit in one batch are fitted one by one
 
 
 def memory_budget(device) -> float:
@@ -44,7 +45,6 @@ def memory_budget(device) -> float:
     if stats and "bytes_limit" in stats:
         return max(MEMORY_BUDGET, ACCELERATOR_MEMORY_SHARE * stats["bytes_limit"])
     return MEMORY_BUDGET
-MIN_BATCH = 4  # datasets so large that fewer fit in one batch are fitted one by one
 
 
 @dataclass(frozen=True)

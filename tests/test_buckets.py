@@ -92,5 +92,5 @@ def test_block_layout_keeps_clusters_whole():
 
 def test_block_rows_per_platform():
     # CPU blocks stay cache-sized; accelerators take larger blocks (fewer, fuller kernels)
-    assert gj.laplace.block_rows("cpu") == gj.laplace.BLOCK_ROWS == 2**16
-    assert gj.laplace.block_rows("gpu") == gj.laplace.ACCELERATOR_BLOCK_ROWS == 2**22
+    assert gj.laplace.block_rows("cpu") == gj.laplace.BLOCK_ROWS
+    assert gj.laplace.block_rows("gpu") == gj.laplace.ACCELERATOR_BLOCK_ROWS > gj.laplace.BLOCK_ROWS
