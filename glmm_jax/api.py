@@ -353,10 +353,11 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
 
     Fixed effects from least squares: with an intercept and no offset, slopes on the mean
     scale divided by dmu/deta at the mean (a linearized GLM); otherwise on the
-    link-transformed response. Random effects: L = 0.5 * scale / rms(Z column), except
-    random intercepts, whose SDs are moment estimates (below), term by term; then the
-    fixed effects are moved from their marginal to their conditional scale, or (Gaussian)
-    the residual variance is what the random intercepts leave of the total.
+    link-transformed response; then (not Gaussian) one IRLS step towards the GLM fit.
+    Random effects: L = 0.5 * scale / rms(Z column), except random intercepts, whose
+    SDs are moment estimates (below, moved to the conditional scale), term by term; then
+    the fixed effects are moved from their marginal to their conditional scale, or
+    (Gaussian) the residual variance is what the random intercepts leave of the total.
     """
     y, n, X = frame.y, frame.trials, frame.X
     if fam.name == "binomial":
@@ -376,6 +377,8 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         beta = _least_squares(X, z - frame.offset)
     else:
         beta = np.zeros(0)
+    if X.shape[1] and fam.name != "gaussian":
+        beta = _glm_step(fam, X, y, n, frame.offset, beta)
     eta = X @ beta + frame.offset
     scale = float(np.std(z - eta)) if fam.name == "gaussian" else 1.0
     Ls = []
@@ -388,7 +391,8 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     # moment estimates of each random intercept's variance; a term nested in another
     # (a ward in its hospital, an observation in its ward) estimates the sum of its own
     # and its ancestors' variances, so the nearest ancestor's estimate is subtracted
-    raw = {i: _intercept_sd(fam, y, n, mu, d_eta, log_phi, g.codes, len(g.levels)) ** 2
+    raw = {i: _conditional_var(fam, _intercept_sd(fam, y, n, mu, d_eta, log_phi, g.codes,
+                                                   len(g.levels)) ** 2)
            for i, g in enumerate(frame.groups) if "(Intercept)" in g.z_names}
     var_sum = 0.0
     for i, var in raw.items():
@@ -407,6 +411,20 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         beta = _conditional_beta(fam, beta, frame.x_names, var_sum)
     L = Ls if isinstance(s, MultiStructure) else Ls[0]
     return pack(beta, L, log_phi, s)
+
+
+def _glm_step(fam: Family, X, y, n, offset, beta):
+    """One IRLS step from ``beta`` towards the GLM fit without random effects (the
+    marginal coefficients); ``beta`` itself if the step is not finite."""
+    eta = X @ beta + offset
+    mu, d = fam.inverse_link(eta), np.maximum(fam.mu_eta(eta), 1e-10)
+    w = n * d * d / np.maximum(fam.variance(mu, 0.0), 1e-10)
+    z = eta - offset + (y / n - mu) / d
+    try:
+        new = np.linalg.solve(X.T @ (w[:, None] * X), X.T @ (w * z))
+    except np.linalg.LinAlgError:
+        return beta
+    return new if np.all(np.isfinite(new)) else beta
 
 
 def _intercept_sd(fam: Family, y, n, mu, d, log_phi: float, codes, J: int) -> float:
@@ -428,14 +446,27 @@ def _intercept_sd(fam: Family, y, n, mu, d, log_phi: float, codes, J: int) -> fl
     return float(np.sqrt(var))
 
 
+def _attenuation(fam: Family) -> float:
+    """c^2 in the marginal/conditional attenuation 1 / sqrt(1 + c^2 var) of a logit or
+    probit coefficient under a random intercept of variance var (Zeger et al. 1988)."""
+    return {"logit": (16.0 * np.sqrt(3.0) / (15.0 * np.pi)) ** 2, "probit": 1.0}.get(
+        fam.link, 0.0)
+
+
+def _conditional_var(fam: Family, var: float) -> float:
+    """A random intercept's variance from its moment estimate at the marginal fit, which
+    is attenuated like a coefficient (logit, probit): var_m = var / (1 + c^2 var)."""
+    c2 = _attenuation(fam)
+    return var / (1.0 - min(c2 * var, 0.9))
+
+
 def _conditional_beta(fam: Family, beta, x_names, var: float):
     """Marginal (population-averaged) start coefficients moved to the conditional scale
     for a random intercept of variance ``var`` (logit, probit: scaled up; log: intercept
     lowered by var/2)."""
     beta = beta.copy()
     if fam.link in ("logit", "probit"):
-        c2 = (16.0 * np.sqrt(3.0) / (15.0 * np.pi)) ** 2 if fam.link == "logit" else 1.0
-        beta *= np.sqrt(1.0 + c2 * var)
+        beta *= np.sqrt(1.0 + _attenuation(fam) * var)
     elif fam.link == "log" and x_names[0] == "(Intercept)":
         beta[0] -= 0.5 * var
     return beta
