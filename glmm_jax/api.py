@@ -355,7 +355,8 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     scale divided by dmu/deta at the mean (a linearized GLM); otherwise on the
     link-transformed response; then (not Gaussian) one IRLS step towards the GLM fit.
     Random effects: L = 0.5 * scale / rms(Z column), except random intercepts, whose
-    SDs are moment estimates (below, moved to the conditional scale), term by term; then
+    SDs are moment estimates (below, moved to the conditional scale), term by term, and
+    (not Gaussian) vector terms, whose whole covariance is a moment estimate; then
     the fixed effects are moved from their marginal to their conditional scale, or
     (Gaussian) the residual variance is what the random intercepts leave of the total.
     """
@@ -405,6 +406,17 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         sd = np.sqrt(max(var, 0.0))
         L[k, k] = np.clip(sd, 0.1 * scale, 5.0 * scale) if np.isfinite(sd) else scale
         var_sum += L[k, k] ** 2
+    for i, g in enumerate(frame.groups):  # vector terms: their whole covariance by moments
+        if fam.name == "gaussian":  # (sigma at the start is the total SD: V_j too large)
+            break
+        G = _moment_covariance(fam, y, n, mu, d_eta, log_phi, g.Z, g.codes, len(g.levels))
+        if G is None:
+            continue
+        if "(Intercept)" in g.z_names:
+            k = g.z_names.index("(Intercept)")
+            G = G * (_conditional_var(fam, G[k, k]) / G[k, k])
+            var_sum += G[k, k] - Ls[i][k, k] ** 2
+        Ls[i] = np.linalg.cholesky(G)
     if fam.name == "gaussian":  # the residual variance is what the groups leave
         log_phi = 0.5 * np.log(max(scale**2 - var_sum, 0.05 * scale**2))
     elif X.shape[1] and var_sum:
@@ -451,6 +463,47 @@ def _attenuation(fam: Family) -> float:
     probit coefficient under a random intercept of variance var (Zeger et al. 1988)."""
     return {"logit": (16.0 * np.sqrt(3.0) / (15.0 * np.pi)) ** 2, "probit": 1.0}.get(
         fam.link, 0.0)
+
+
+def _moment_covariance(fam: Family, y, n, mu, d, log_phi: float, Z, codes, J: int):
+    """Moment estimate of a vector random term's covariance on the link scale (q >= 2;
+    None for a scalar term or when too few clusters inform it).
+
+    As :func:`_intercept_sd`, with each cluster's linearized estimate
+    b_j = A_j^-1 sum z (y - n mu), A_j = sum n dmu/deta z z', and its sampling covariance
+    V_j = A_j^-1 (sum n V(mu) z z') A_j^-1, over the clusters whose A_j is well
+    conditioned: the weighted mean of b_j b_j' - V_j, with eigenvalues kept above 1e-3
+    of the largest.
+    """
+    q = Z.shape[1]
+    if q < 2:
+        return None
+    pairs = [(a, b) for a in range(q) for b in range(a, q)]
+
+    def cluster_sums(v):
+        out = np.empty((J, q, q))
+        for a, b in pairs:
+            out[:, a, b] = out[:, b, a] = np.bincount(codes, v * Z[:, a] * Z[:, b], J)
+        return out
+
+    A, B = cluster_sums(n * d), cluster_sums(n * fam.variance(mu, log_phi))
+    r = np.stack([np.bincount(codes, (y - n * mu) * Z[:, a], J) for a in range(q)], axis=1)
+    ev = np.linalg.eigvalsh(A)
+    ok = (ev[:, 0] > 1e-8 * ev[:, -1]) & (ev[:, -1] > 0)
+    if ok.sum() < max(10, 2 * q):
+        return None
+    Ainv = np.linalg.inv(A[ok])
+    b = np.einsum("jab,jb->ja", Ainv, r[ok])
+    V = Ainv @ B[ok] @ Ainv
+    dev = b[:, :, None] * b[:, None, :] - V
+    G = dev.mean(axis=0)
+    for _ in range(2):
+        w = 1.0 / np.maximum(np.trace(G) + np.trace(V, axis1=1, axis2=2), 1e-12)
+        G = np.einsum("j,jab->ab", w, dev) / w.sum()
+    lam, vec = np.linalg.eigh(0.5 * (G + G.T))
+    if not np.all(np.isfinite(lam)) or lam[-1] <= 0:
+        return None
+    return (vec * np.maximum(lam, 1e-3 * lam[-1])) @ vec.T
 
 
 def _conditional_var(fam: Family, var: float) -> float:
