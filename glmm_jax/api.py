@@ -507,10 +507,13 @@ def _moment_covariance(fam: Family, y, n, mu, d, log_phi: float, Z, codes, J: in
 
 
 def _conditional_var(fam: Family, var: float) -> float:
-    """A random intercept's variance from its moment estimate at the marginal fit, which
-    is attenuated like a coefficient (logit, probit): var_m = var / (1 + c^2 var)."""
-    c2 = _attenuation(fam)
-    return var / (1.0 - min(c2 * var, 0.9))
+    """A random intercept's variance from its moment estimate ``var`` at the marginal
+    fit, where the cluster effects are linearized: attenuated like a coefficient under
+    logit and probit (var = v / (1 + c^2 v)); under a log link they are exp(b) / E exp(b)
+    - 1, of variance exp(v) - 1."""
+    if fam.link == "log":
+        return float(np.log1p(var))
+    return var / (1.0 - min(_attenuation(fam) * var, 0.9))
 
 
 def _conditional_beta(fam: Family, beta, x_names, var: float):

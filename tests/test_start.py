@@ -30,13 +30,17 @@ def test_random_slope_start_from_moments(family, seed):
     assert 0 <= gap < 0.5 * (res.loglik - model.loglik(generic))
 
 
-def test_random_intercept_start_on_the_conditional_scale():
-    # a binary registry: the moment SD, moved off the marginal scale, is within 10% of
-    # the fitted SD, and the fixed effects within 10% after the IRLS step and rescaling
-    df = gj.datasets.simulate_registry(20_000, 500, seed=7)
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_random_intercept_start_on_the_conditional_scale(family):
+    # the moment SD, moved off the marginal scale (logit attenuation; log link:
+    # var = log(1 + var of the linearized cluster effects)), is within 10% of the fitted
+    # SD, and the row-level fixed effects within 10% after the IRLS step and rescaling
+    # (not `teaching`, a hospital-level covariate: its marginal GLM estimate also absorbs
+    # the simulated hospital effects)
+    df = gj.datasets.simulate_registry(20_000, 500, family=family, seed=7)
     formula = "y ~ age + sex + comorb + teaching + (1 | hospital)"
-    model = gj.build_model(formula, df)
-    res = gj.fit(formula, df)
+    model = gj.build_model(formula, df, family=family)
+    res = gj.fit(formula, df, family=family)
     beta, L, _ = unpack_np(np.asarray(model.start()), model.structure)
     assert abs(L[0, 0] / res.varcorr["sd"].iloc[0] - 1) < 0.1
-    np.testing.assert_allclose(beta, res.fixef.to_numpy(), rtol=0.1, atol=0.02)
+    np.testing.assert_allclose(beta[:4], res.fixef.to_numpy()[:4], rtol=0.1, atol=0.02)
