@@ -27,6 +27,7 @@ from .optimize import COMPILER_OPTIONS, lbfgs_fit, newton_fit, value_grad_hess
 from .results import GLMMResult, TermFit
 
 MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
+START_ROWS = 100_000  # start coefficients from at most about this many rows (a strided sample)
 SINGULAR_TOL = 1e-4  # relative size of a Cholesky diagonal below which a fit is singular
 
 
@@ -354,6 +355,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
     Fixed effects from least squares: with an intercept and no offset, slopes on the mean
     scale divided by dmu/deta at the mean (a linearized GLM); otherwise on the
     link-transformed response; then (not Gaussian) one IRLS step towards the GLM fit.
+    Beyond ``START_ROWS`` rows they come from a strided sample of about that many rows.
     Random effects: L = 0.5 * scale / rms(Z column), except random intercepts, whose
     SDs are moment estimates (below, moved to the conditional scale), term by term, and
     (not Gaussian) vector terms, whose whole covariance is a moment estimate; then
@@ -367,19 +369,18 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         z = np.log(y + 0.5) if fam.name != "gamma" else np.log(y)
     else:
         z = y
-    if X.shape[1] and frame.x_names[0] == "(Intercept)" and not np.any(frame.offset):
-        mean = np.mean(y / n)
-        mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
-        eta_bar = float(fam.link_fn(mean))
-        G = X.T @ X  # its first row holds the column sums
-        beta = np.linalg.solve(G, X.T @ (y / n)) / float(fam.mu_eta(eta_bar))
-        beta[0] = eta_bar - G[0, 1:] @ beta[1:] / len(y)
-    elif X.shape[1]:
-        beta = _least_squares(X, z - frame.offset)
-    else:
-        beta = np.zeros(0)
-    if X.shape[1] and fam.name != "gaussian":
-        beta = _glm_step(fam, X, y, n, frame.offset, beta)
+    beta = None
+    stride = -(-len(y) // START_ROWS)
+    if stride > 1:  # large data: the coefficients from every stride-th row
+        rows = slice(None, None, stride)
+        if not np.any(np.all(X[rows] == 0.0, axis=0)):
+            try:
+                beta = _start_beta(fam, X[rows], y[rows], n[rows], frame.offset[rows],
+                                   frame.x_names, z[rows])
+            except np.linalg.LinAlgError:
+                beta = None
+    if beta is None or not np.all(np.isfinite(beta)):
+        beta = _start_beta(fam, X, y, n, frame.offset, frame.x_names, z)
     eta = X @ beta + frame.offset
     scale = float(np.std(z - eta)) if fam.name == "gaussian" else 1.0
     Ls = []
@@ -423,6 +424,22 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         beta = _conditional_beta(fam, beta, frame.x_names, var_sum)
     L = Ls if isinstance(s, MultiStructure) else Ls[0]
     return pack(beta, L, log_phi, s)
+
+
+def _start_beta(fam: Family, X, y, n, offset, x_names, z):
+    """Start coefficients (see :func:`start_values`); ``z`` is the link-scale response."""
+    if not X.shape[1]:
+        return np.zeros(0)
+    if x_names[0] == "(Intercept)" and not np.any(offset):
+        mean = np.mean(y / n)
+        mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
+        eta_bar = float(fam.link_fn(mean))
+        G = X.T @ X  # its first row holds the column sums
+        beta = np.linalg.solve(G, X.T @ (y / n)) / float(fam.mu_eta(eta_bar))
+        beta[0] = eta_bar - G[0, 1:] @ beta[1:] / len(y)
+    else:
+        beta = np.linalg.solve(X.T @ X, X.T @ (z - offset))
+    return beta if fam.name == "gaussian" else _glm_step(fam, X, y, n, offset, beta)
 
 
 def _glm_step(fam: Family, X, y, n, offset, beta):
@@ -526,11 +543,6 @@ def _conditional_beta(fam: Family, beta, x_names, var: float):
     elif fam.link == "log" and x_names[0] == "(Intercept)":
         beta[0] -= 0.5 * var
     return beta
-
-
-def _least_squares(X, z):
-    """Least squares by the normal equations (X has full column rank here)."""
-    return np.linalg.solve(X.T @ X, X.T @ z)
 
 
 def _inverse_hessian(H: np.ndarray, messages: list) -> np.ndarray:

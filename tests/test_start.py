@@ -44,3 +44,18 @@ def test_random_intercept_start_on_the_conditional_scale(family):
     beta, L, _ = unpack_np(np.asarray(model.start()), model.structure)
     assert abs(L[0, 0] / res.varcorr["sd"].iloc[0] - 1) < 0.1
     np.testing.assert_allclose(beta[:4], res.fixef.to_numpy()[:4], rtol=0.1, atol=0.02)
+
+
+def test_large_data_start_from_a_strided_sample(monkeypatch):
+    formula = "y ~ age + sex + comorb + teaching + site + (1 | hospital)"
+    df = gj.datasets.simulate_registry(20_000, 500, seed=8)
+    df["site"] = np.where(np.arange(len(df)) == 5, "rare", "common")  # one row, off-stride
+    common = gj.build_model(formula.replace(" + site", ""), df)
+    rare = gj.build_model(formula, df)
+    full_common, full_rare = common.start(), rare.start()
+    monkeypatch.setattr(gj.api, "START_ROWS", 5_000)  # every 4th row: 0, 4, 8, ...
+    sub = common.start()
+    assert not np.array_equal(sub, full_common)  # taken from the sample ...
+    np.testing.assert_allclose(sub, full_common, atol=0.15)  # ... within its noise
+    # the sample misses the one "rare" row (its column would be all zero): all rows
+    np.testing.assert_array_equal(rare.start(), full_rare)
