@@ -24,8 +24,10 @@ def _Ls(flat, qs, dtype=None, xp=jnp):
     for q in qs:
         rows, cols = np.tril_indices(q)
         k = q * (q + 1) // 2
-        if xp is jnp:
-            out.append(jnp.zeros((q, q), dtype).at[rows, cols].set(flat[i : i + k]))
+        if xp is jnp:  # a 0/1 placement as a broadcast and a sum: no scatter kernels
+            place = np.zeros((q * q, k))
+            place[rows * q + cols, np.arange(k)] = 1.0
+            out.append(jnp.sum(place * flat[i : i + k], axis=1).reshape(q, q))
         else:
             L = np.zeros((q, q))
             L[rows, cols] = flat[i : i + k]
