@@ -416,6 +416,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         if "(Intercept)" in g.z_names:
             k = g.z_names.index("(Intercept)")
             G = G * (_conditional_var(fam, G[k, k]) / G[k, k])
+            G = G * min(1.0, (5.0 * scale) ** 2 / G[k, k])  # intercept SD at most 5, as above
             var_sum += G[k, k] - Ls[i][k, k] ** 2
         Ls[i] = np.linalg.cholesky(G)
     if fam.name == "gaussian":  # the residual variance is what the groups leave
