@@ -407,9 +407,9 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         sd = np.sqrt(max(var, 0.0))
         L[k, k] = np.clip(sd, 0.1 * scale, 5.0 * scale) if np.isfinite(sd) else scale
         var_sum += L[k, k] ** 2
-    for i, g in enumerate(frame.groups):  # vector terms: their whole covariance by moments
-        if fam.name == "gaussian":  # (sigma at the start is the total SD: V_j too large)
-            break
+    # vector terms: their whole covariance by moments (not nested-corrected; not Gaussian,
+    # whose start sigma is the total SD, which makes the sampling covariances too large)
+    for i, g in enumerate(frame.groups if fam.name != "gaussian" else ()):
         G = _moment_covariance(fam, y, n, mu, d_eta, log_phi, g.Z, g.codes, len(g.levels))
         if G is None:
             continue
