@@ -101,13 +101,13 @@ def rest_columns(codes: list[np.ndarray], qs: tuple[int, ...], Js: tuple[int, ..
 
 def _row_vectors(Ls, data: MultiData):
     """v_ik = L_k^T z_ik for every term: list of [n, q_k]."""
-    return [t.Z @ L for t, L in zip(data.terms, Ls, strict=True)]
+    return [smallmat.mat_vec(L.T, t.Z) for t, L in zip(data.terms, Ls, strict=True)]
 
 
 def _eta(u, eta0, Ls, data: MultiData):
     eta = eta0
     for uk, t, L in zip(u, data.terms, Ls, strict=True):
-        eta = eta + jnp.sum(t.Z * (uk @ L.T)[t.codes], axis=1)
+        eta = eta + jnp.sum(t.Z * smallmat.mat_vec(L, uk)[t.codes], axis=1)
     return eta
 
 

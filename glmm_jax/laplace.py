@@ -197,15 +197,8 @@ def row_derivs(eta, data, log_phi, family: Family):
     return ll, d1, d2
 
 
-def _mat_vec(A, v):
-    """A v for each row of v [J, q] (A [q, q]), as a broadcast and a sum: q is small, and
-    a dot (with its autodiff tangents and transposes) would be a kernel of its own, about
-    20 ms of XLA:CPU compile time apiece."""
-    return jnp.sum(A * v[:, None, :], axis=-1)
-
-
 def _eta(u, eta0, L, data: ClusterData):
-    b = _mat_vec(L, u)[data.group]  # [M, q]
+    b = smallmat.mat_vec(L, u)[data.group]  # [M, q]
     # row-level products are written as broadcasts + sums (they fuse; small dots do not)
     return eta0 + jnp.sum(data.Z * b[:, None, :], axis=-1)
 
@@ -238,8 +231,8 @@ def grad_negHess(u, eta0, L, log_phi, data: ClusterData, s: Structure):
     gb = _segsum(jnp.sum(d1[..., None] * Z, axis=1), data, s.n_groups)  # [J, q]
     ZZ = Z[..., :, None] * Z[..., None, :]
     Hb = _segsum(jnp.sum(d2[..., None, None] * ZZ, axis=1), data, s.n_groups)  # [J, q, q]
-    g = _mat_vec(L.T, gb) - u
-    # L' Hb L per cluster, as broadcasts and a sum (see _mat_vec)
+    g = smallmat.mat_vec(L.T, gb) - u
+    # L' Hb L per cluster, as broadcasts and a sum (see smallmat.mat_vec)
     LHL = jnp.sum(Hb[:, :, :, None, None] * L[:, None, :, None] * L[None, :, None, :],
                   axis=(1, 2))
     negH = jnp.eye(s.q) - LHL
