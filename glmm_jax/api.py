@@ -458,22 +458,41 @@ def _glm_step(fam: Family, X, y, n, offset, beta):
 
 
 def _intercept_sd(fam: Family, y, n, mu, d, log_phi: float, codes, J: int) -> float:
-    """Moment estimate of a random intercept's SD on the link scale.
-
-    Each cluster's residual sum(y - n mu) / sum(n dmu/deta) estimates its intercept with
-    sampling variance v_j = sum(n V(mu)) / sum(n dmu/deta)^2 (``mu`` and ``d = dmu/deta``
-    at the fixed-effects start, per row); the SD is that of the
-    estimates less the sampling variance, weighted by 1 / (sd^2 + v_j) (two passes).
-    """
-    den = np.bincount(codes, n * d, J)
-    ok = den > 0
-    r = np.bincount(codes, y - n * mu, J)[ok] / den[ok]
-    v = np.bincount(codes, n * fam.variance(mu, log_phi), J)[ok] / den[ok] ** 2
+    """Moment estimate of a random intercept's SD on the link scale: the SD of the
+    clusters' estimates (:func:`_cluster_estimates`) less their sampling variances v_j,
+    weighted by 1 / (sd^2 + v_j) (two passes)."""
+    b, V = _cluster_estimates(fam, y, n, mu, d, log_phi, None, codes, J)
+    r, v = b[:, 0], V[:, 0, 0]
     var = max(np.mean(r * r - v), 0.0)
     for _ in range(2):
         w = 1.0 / (var + v + 1e-12)
         var = max(np.sum(w * (r * r - v)) / np.sum(w), 0.0)
     return float(np.sqrt(var))
+
+
+def _cluster_estimates(fam: Family, y, n, mu, d, log_phi: float, Z, codes, J: int):
+    """Each cluster's linearized random effects b_j = A_j^-1 sum z (y - n mu), with
+    A_j = sum n dmu/deta z z' (``mu``, ``d = dmu/deta`` at the fixed-effects start, per
+    row), and their sampling covariances V_j = A_j^-1 (sum n V(mu) z z') A_j^-1, over the
+    clusters whose A_j is well conditioned: b [J', q], V [J', q, q]. ``Z=None``: z = 1."""
+    q = 1 if Z is None else Z.shape[1]
+
+    def cluster_sums(v):
+        out = np.empty((J, q, q))
+        for a in range(q):
+            for c in range(a, q):
+                zz = v if Z is None else v * Z[:, a] * Z[:, c]
+                out[:, a, c] = out[:, c, a] = np.bincount(codes, zz, J)
+        return out
+
+    A, B = cluster_sums(n * d), cluster_sums(n * fam.variance(mu, log_phi))
+    res = y - n * mu
+    r = np.stack([np.bincount(codes, res if Z is None else res * Z[:, a], J)
+                  for a in range(q)], axis=1)
+    ev = np.linalg.eigvalsh(A)
+    ok = (ev[:, 0] > 1e-8 * ev[:, -1]) & (ev[:, -1] > 0)
+    Ainv = np.linalg.inv(A[ok])
+    return np.einsum("jab,jb->ja", Ainv, r[ok]), Ainv @ B[ok] @ Ainv
 
 
 def _attenuation(fam: Family) -> float:
@@ -485,34 +504,17 @@ def _attenuation(fam: Family) -> float:
 
 def _moment_covariance(fam: Family, y, n, mu, d, log_phi: float, Z, codes, J: int):
     """Moment estimate of a vector random term's covariance on the link scale (q >= 2;
-    None for a scalar term or when too few clusters inform it).
-
-    As :func:`_intercept_sd`, with each cluster's linearized estimate
-    b_j = A_j^-1 sum z (y - n mu), A_j = sum n dmu/deta z z', and its sampling covariance
-    V_j = A_j^-1 (sum n V(mu) z z') A_j^-1, over the clusters whose A_j is well
-    conditioned: the weighted mean of b_j b_j' - V_j, with eigenvalues kept above 1e-3
-    of the largest.
+    None for a scalar term or when too few clusters inform it): as
+    :func:`_intercept_sd`, the weighted mean of b_j b_j' - V_j over the clusters'
+    estimates (:func:`_cluster_estimates`), with eigenvalues kept above 1e-3 of the
+    largest.
     """
     q = Z.shape[1]
     if q < 2:
         return None
-    pairs = [(a, b) for a in range(q) for b in range(a, q)]
-
-    def cluster_sums(v):
-        out = np.empty((J, q, q))
-        for a, b in pairs:
-            out[:, a, b] = out[:, b, a] = np.bincount(codes, v * Z[:, a] * Z[:, b], J)
-        return out
-
-    A, B = cluster_sums(n * d), cluster_sums(n * fam.variance(mu, log_phi))
-    r = np.stack([np.bincount(codes, (y - n * mu) * Z[:, a], J) for a in range(q)], axis=1)
-    ev = np.linalg.eigvalsh(A)
-    ok = (ev[:, 0] > 1e-8 * ev[:, -1]) & (ev[:, -1] > 0)
-    if ok.sum() < max(10, 2 * q):
+    b, V = _cluster_estimates(fam, y, n, mu, d, log_phi, Z, codes, J)
+    if len(b) < max(10, 2 * q):
         return None
-    Ainv = np.linalg.inv(A[ok])
-    b = np.einsum("jab,jb->ja", Ainv, r[ok])
-    V = Ainv @ B[ok] @ Ainv
     dev = b[:, :, None] * b[:, None, :] - V
     G = dev.mean(axis=0)
     for _ in range(2):
