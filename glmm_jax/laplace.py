@@ -82,7 +82,10 @@ def chunk_size(counts: np.ndarray) -> int:
     return int(min(32, 2 ** max(0, int(np.floor(np.log2(max(med / 2.0, 1.0)))))))
 
 
-BLOCK_ROWS = 2**16  # rows per block on a CPU: a block's row-level temporaries stay in cache
+# rows per block on a CPU: a block's row-level temporaries stay in cache. Measured against
+# 2**16 (and whole blocks rounded down): same speed from 100k to 1M rows, and XLA's
+# temporaries for the 100k-row logit fit 32 -> 7.5 MB
+BLOCK_ROWS = 2**15
 ACCELERATOR_BLOCK_ROWS = 2**22  # on a GPU: blocks large enough to keep the device busy
 
 
@@ -96,14 +99,15 @@ def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None,
     """Chunk layout for rows with cluster ``codes`` (any order).
 
     Clusters are taken in order and packed whole into B blocks of about equal size, B the
-    number of whole ``block_rows``-row blocks the chunks fill (``None``: one block).
+    fewest blocks of at most ``block_rows`` rows that hold the chunks (``None``: one
+    block).
     """
     counts = np.bincount(codes, minlength=n_groups)
     C = chunk_size(counts) if size is None else size
     chunks_per = -(-counts // C)  # ceil; an empty cluster gets no chunk
     cum = np.cumsum(chunks_per)
     total = int(cum[-1])
-    b = 1 if block_rows is None else max(1, total // max(block_rows // C, 1))
+    b = 1 if block_rows is None else max(1, -(-total // max(block_rows // C, 1)))
     chunk_start = cum - chunks_per  # first chunk of each cluster, overall
     cluster_block = np.minimum(chunk_start * b // max(total, 1), b - 1)  # where it starts
     block_start = np.searchsorted(cluster_block, np.arange(b))  # first cluster of each block

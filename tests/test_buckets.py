@@ -90,6 +90,17 @@ def test_block_layout_keeps_clusters_whole():
     assert np.all(np.diff(data.group, axis=1) >= 0)
 
 
+def test_blocks_hold_at_most_block_rows():
+    # 300 chunks of 4 rows over blocks of 256 rows (64 chunks): 5 blocks, none above 256
+    # rows (rounding the block count down would give 4 blocks of 75 chunks)
+    from glmm_jax.laplace import make_layout
+
+    codes = np.repeat(np.arange(300), 4)
+    lay = make_layout(codes, 300, size=4, block_rows=256)
+    assert lay.n_blocks == 5
+    assert lay.max_chunks * lay.size <= 256
+
+
 def test_block_rows_per_platform():
     # CPU blocks stay cache-sized; accelerators take larger blocks (fewer, fuller kernels)
     assert gj.laplace.block_rows("cpu") == gj.laplace.BLOCK_ROWS
