@@ -6,7 +6,7 @@ import pytest
 
 import glmm_jax as gj
 from glmm_jax.api import _build_multi, bucket
-from glmm_jax.optimize import newton_fit
+from glmm_jax.optimize import newton_program
 
 
 def _data(sizes, seed=0):
@@ -29,12 +29,13 @@ def test_nearby_sizes_reuse_the_compiled_fit():
     # both are padded to 16 clusters and 46 chunks
     a, b = _data([6] * 15), _data([6] * 14 + [2] * 2, seed=1)
     res_a = gj.fit("y ~ x + (1 | g)", a, family="poisson")
-    compiled = newton_fit._cache_size()
+    model = gj.build_model("y ~ x + (1 | g)", a, family="poisson")
+    program = newton_program(model.data, model.structure)
+    compiled = program._cache_size()
     res_b = gj.fit("y ~ x + (1 | g)", b, family="poisson")
-    assert newton_fit._cache_size() == compiled  # no new program for the second size
+    assert program._cache_size() == compiled  # no new program for the second size
     assert len(res_b.ranef["g"]) == 16 and len(res_a.ranef["g"]) == 15
     # padding changes nothing: the general engine (no padding) agrees at the estimates
-    model = gj.build_model("y ~ x + (1 | g)", a, family="poisson")
     assert model.structure.n_groups == 16 and model.data.y.shape[1] == 46
     unpadded = _build_multi(model.formula, model.frame, model.structure.family, 1)
     f, g, _ = unpadded.value_grad_hess(res_a.theta)
@@ -67,6 +68,23 @@ def test_blocks_give_the_single_block_answer(monkeypatch, family, slope):
     np.testing.assert_allclose(many.theta, one.theta, atol=1e-8)
     np.testing.assert_allclose(many.se, one.se, rtol=1e-7)
     pd.testing.assert_frame_equal(many.ranef["g"], one.ranef["g"], atol=1e-8, rtol=0)
+
+
+def test_small_and_large_programs_agree(monkeypatch):
+    # small single-term models compile with other XLA:CPU emitters: same fit either way
+    from glmm_jax import optimize
+
+    df = _data([6] * 15 + [9] * 10)
+    model = gj.build_model("y ~ x + (1 | g)", df, family="poisson")
+    assert newton_program(model.data, model.structure) is optimize._newton_fit_small_jit
+    small = gj.fit("y ~ x + (1 | g)", df, family="poisson")
+    monkeypatch.setattr(optimize, "SMALL_ROWS", 0)
+    assert newton_program(model.data, model.structure) is optimize._newton_fit_jit
+    large = gj.fit("y ~ x + (1 | g)", df, family="poisson")
+    assert small.converged and large.converged
+    assert small.loglik == pytest.approx(large.loglik, abs=1e-9)
+    np.testing.assert_allclose(small.theta, large.theta, atol=1e-8)
+    np.testing.assert_allclose(small.se, large.se, rtol=1e-7)
 
 
 def test_block_layout_keeps_clusters_whole():
