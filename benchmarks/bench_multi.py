@@ -98,7 +98,14 @@ def data(case: str):
 def run_glmm_jax(case: str) -> dict:
     sys.path.insert(0, str(HERE.parent))
     import jax
-    from run_glmm_jax import current_rss_mb, device_peak_mb, hwm_rss_mb, peak_rss_mb, reset_peak_rss
+    from run_glmm_jax import (
+        current_rss_mb,
+        device_peak_mb,
+        hwm_rss_mb,
+        peak_rss_mb,
+        release_free_memory,
+        reset_peak_rss,
+    )
 
     import glmm_jax as gj
 
@@ -107,6 +114,7 @@ def run_glmm_jax(case: str) -> dict:
     t0 = time.perf_counter()
     gj.fit(formula, df, family=family)
     cold = time.perf_counter() - t0
+    release_free_memory()
     before, reset = current_rss_mb(), reset_peak_rss()
     warm = []
     for _ in range(WARM.get(case, 3)):

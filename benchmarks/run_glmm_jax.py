@@ -46,6 +46,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
 
 
+def release_free_memory() -> None:
+    """Hand memory that malloc holds but no longer uses back to the OS (glibc's
+    malloc_trim), so that a fit measured next cannot hide its needs in it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS (Linux: VmHWM via /proc/self/clear_refs)."""
     try:
@@ -117,6 +128,7 @@ def run(case_name: str, nagq: int, warm: int = WARM_REPEATS) -> dict:
         t0 = time.perf_counter()
         glmm_jax.fit(case.formula, df, family=case.family, nagq=nagq)
         out["cold_s"] = time.perf_counter() - t0
+        release_free_memory()
         before_warm = current_rss_mb()
         reset = reset_peak_rss()
         t0 = time.perf_counter()
