@@ -160,9 +160,9 @@ def _build_single(formula: str, frame: ModelFrame, fam: Family, nagq: int, devic
     s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), nagq)
     # and chunks to a multiple of the number of devices, over which they are sharded
     n_chunks = -(-bucket(layout.max_chunks) // len(devices)) * len(devices)
-    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, bucket(layout.n_blocks))
-    return Model(formula, frame, s, place(arrays, devices),
-                 (layout.cluster_block, layout.cluster_slot))
+    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, bucket(layout.n_blocks),
+                          put=lambda a: place(a, devices))
+    return Model(formula, frame, s, arrays, (layout.cluster_block, layout.cluster_slot))
 
 
 def bucket(n: int) -> int:
@@ -265,19 +265,20 @@ def place_rows(arrays: MultiData, devices) -> MultiData:
     return _shard(arrays, devices, P("d"), lambda a: np.ndim(a) > 0 and a.shape[0] == n)
 
 
-def place(arrays: ClusterData, devices) -> ClusterData:
-    """Put the arrays on ``devices``: each block's row chunks sharded across them, the
-    per-block constants replicated."""
+def place(arrays, devices):
+    """Put the arrays (a ClusterData, or one of its arrays) on ``devices``: each block's
+    row chunks sharded across them, the per-block constants replicated."""
     return _shard(arrays, devices, P(None, "d"), lambda a: np.ndim(a) > 1)
 
 
 def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None,
-                 n_blocks=None):
-    """The engine's (NumPy) arrays of a model frame in a chunk layout."""
+                 n_blocks=None, put=None):
+    """The engine's (NumPy, or ``put`` applied to each) arrays of a model frame in a chunk
+    layout."""
     g = frame.groups[0]
     return cluster_arrays(frame.X, g.Z, frame.y, frame.trials, frame.offset,
                           fam.log_const(frame.y, frame.trials), layout,
-                          n_chunks, n_groups, n_blocks)
+                          n_chunks, n_groups, n_blocks, put)
 
 
 def fit(

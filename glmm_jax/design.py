@@ -339,7 +339,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFra
     for where, names in needed.items():
         _check_columns(names, data, where)
     cols = list(dict.fromkeys(c for names in needed.values() for c in sorted(names)))
-    df = data.loc[:, cols].copy()
+    df = data.loc[:, cols]  # a copy (or, under copy-on-write, copied if ever written)
 
     missing = df.isna().any(axis=1).to_numpy()
     n_dropped = int(missing.sum())
