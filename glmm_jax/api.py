@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from threadpoolctl import ThreadpoolController
 
-from . import lmm, nested
+from . import lmm, nested, xla
 from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame, build_frame
 from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
@@ -23,7 +23,7 @@ from .families import Family, get_family
 from .formula import parse_formula
 from .laplace import ClusterData, Structure, block_rows, cluster_arrays, make_layout
 from .objective import modes, pack, unpack_np
-from .optimize import COMPILER_OPTIONS, lbfgs_fit, newton_fit, value_grad_hess
+from .optimize import lbfgs_fit, newton_fit, value_grad_hess
 from .results import GLMMResult, TermFit
 
 MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
@@ -71,7 +71,7 @@ class Model:
         return float(f), np.asarray(g), np.asarray(H)
 
 
-@partial(jax.jit, static_argnames="s", compiler_options=COMPILER_OPTIONS)
+@partial(xla.jit, static_argnames="s")
 def _vgh(theta, data, s):
     u, _ = modes(theta, zero_modes(s, _n_blocks(data, s)), data, s)
     return value_grad_hess(theta, u, data, s)

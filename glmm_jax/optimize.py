@@ -12,16 +12,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import lmm
+from . import lmm, xla
 from .crossed import MultiStructure
 from .laplace import MAX_INNER_ITER, ClusterData, Structure
 from .lmm import LmmStructure
 from .objective import block_negloglik, conditional, modes, negloglik, unpack
-
-# XLA:CPU offloads small contractions to XNNPACK ("ynn" fusions); on the row-level sums
-# here that made the Hessian 3-4x slower (measured: 137 ms -> 34 ms, 100k rows), so it is
-# switched off for glmm_jax's compiled functions only. Other backends ignore it.
-COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 class NewtonResult(NamedTuple):
@@ -149,17 +144,10 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
                         st.failed, st.inner_ok)
 
 
-# One grouping factor, up to SMALL_ROWS rows (padded): XLA:CPU's older, non-MLIR fusion
-# emitters compile these programs 0.1-1.2 s faster (logit random intercept, 100k rows:
-# 2.1 -> 1.5 s; random slope, 200k rows: 3.0 -> 1.8 s; cbpp, toenail: -0.7 to -0.9 s)
-# for a run-time cost of 0-60 ms (0-20%). Beyond, their code grows 30-40% slower (1M
-# rows: +160 ms a fit), and with several random terms they can compile slower.
-SMALL_ROWS = 2**18
-SMALL_COMPILER_OPTIONS = {**COMPILER_OPTIONS, "xla_cpu_use_fusion_emitters": False}
-_newton_fit_jit = jax.jit(_newton_fit, static_argnames=("s", "max_iter"),
-                          compiler_options=COMPILER_OPTIONS)
-_newton_fit_small_jit = jax.jit(_newton_fit, static_argnames=("s", "max_iter"),
-                                compiler_options=SMALL_COMPILER_OPTIONS)
+SMALL_ROWS = 2**18  # one grouping factor, up to this many rows: xla.SMALL's emitters
+_newton_fit_jit = xla.jit(_newton_fit, static_argnames=("s", "max_iter"))
+_newton_fit_small_jit = xla.jit(_newton_fit, options=xla.SMALL,
+                                static_argnames=("s", "max_iter"))
 
 
 def newton_program(data, s):
@@ -173,13 +161,13 @@ def newton_fit(theta0, u0, data, s, max_iter: int = 100) -> NewtonResult:
     return newton_program(data, s)(theta0, u0, data, s, max_iter=max_iter)
 
 
-@partial(jax.jit, static_argnames=("s", "max_iter"), compiler_options=COMPILER_OPTIONS)
+@partial(xla.jit, static_argnames=("s", "max_iter"))
 def newton_fit_many(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100):
     """:func:`newton_fit` vmapped over a leading batch axis of theta0, u0 and data."""
     return jax.vmap(lambda t, u, d: _newton_fit(t, u, d, s, max_iter))(theta0, u0, data)
 
 
-@partial(jax.jit, static_argnames=("s", "max_iter"), compiler_options=COMPILER_OPTIONS)
+@partial(xla.jit, static_argnames=("s", "max_iter"))
 def lbfgs_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 500,
               gtol: float = 1e-6):
     """Fallback: optax L-BFGS (zoom line search) on -log L from theta0.

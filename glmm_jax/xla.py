@@ -1,0 +1,75 @@
+"""XLA compile options for glmm_jax's programs, and ``jit``, which applies them.
+
+XLA versions add and remove options, and refuse names they do not know, so each option
+is used only if this jaxlib accepts it (checked once, on a trivial program, the first
+time a program is built): with an older or newer jaxlib a fit compiles with XLA's
+defaults instead of failing.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+# XLA:CPU offloads small contractions to XNNPACK ("ynn" fusions); on the row-level sums
+# here that made the Hessian 3-4x slower (measured: 137 ms -> 34 ms, 100k rows), so it is
+# switched off for glmm_jax's compiled functions only. Other backends ignore it.
+DEFAULT = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+# Programs for one grouping factor up to optimize.SMALL_ROWS rows: XLA:CPU's older,
+# non-MLIR fusion emitters compile them 0.1-1.2 s faster (logit random intercept, 100k
+# rows: 2.1 -> 1.5 s; random slope, 200k rows: 3.0 -> 1.8 s; cbpp, toenail: -0.7 to
+# -0.9 s) for 0-60 ms (0-20%) more run time. Beyond, their code grows 30-40% slower
+# (1M rows: +160 ms a fit), and with several random terms they can compile slower.
+SMALL = {**DEFAULT, "xla_cpu_use_fusion_emitters": False}
+
+
+@functools.cache
+def accepted(options: frozenset) -> dict:
+    """The subset of ``options`` (name, value pairs) that this jaxlib's XLA accepts."""
+    kept = dict(options)
+    while kept:
+        try:
+            jax.jit(lambda x: x + 1.0).lower(0.0).compile(compiler_options=kept)
+            return kept
+        except Exception as exc:  # noqa: BLE001 - the error type differs across versions
+            unknown = [k for k in kept if k in str(exc)]
+            if not unknown:
+                return {}
+            for k in unknown:
+                del kept[k]
+    return kept
+
+
+class _Jit:
+    """``jax.jit(fun, compiler_options=...)``, built at its first use with the options
+    this jaxlib accepts; other attributes (``lower``, ``_cache_size``) are the jit's."""
+
+    def __init__(self, fun, options: dict, **jit_kwargs):
+        functools.update_wrapper(self, fun)
+        self._fun, self._options, self._jit_kwargs = fun, options, jit_kwargs
+        self._jit = None
+
+    def _get(self):
+        if self._jit is None:
+            options = accepted(frozenset(self._options.items()))
+            extra = {"compiler_options": options} if options else {}
+            self._jit = jax.jit(self._fun, **extra, **self._jit_kwargs)
+        return self._jit
+
+    def __call__(self, *args, **kwargs):
+        return self._get()(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name in ("_fun", "_options", "_jit_kwargs", "_jit"):  # not set yet (a copy)
+            raise AttributeError(name)
+        return getattr(self._get(), name)
+
+
+def jit(fun=None, *, options: dict = DEFAULT, **jit_kwargs):
+    """``jax.jit`` with glmm_jax's compile ``options`` (those this XLA accepts); usable as
+    a decorator, with or without arguments."""
+    if fun is None:
+        return functools.partial(jit, options=options, **jit_kwargs)
+    return _Jit(fun, options, **jit_kwargs)
