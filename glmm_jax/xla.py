@@ -54,8 +54,10 @@ class _Jit:
     def _get(self):
         if self._jit is None:
             options = accepted(frozenset(self._options.items()))
-            extra = {"compiler_options": options} if options else {}
-            self._jit = jax.jit(self._fun, **extra, **self._jit_kwargs)
+            try:
+                self._jit = jax.jit(self._fun, compiler_options=options, **self._jit_kwargs)
+            except TypeError:  # a jax whose jit takes no compile options
+                self._jit = jax.jit(self._fun, **self._jit_kwargs)
         return self._jit
 
     def __call__(self, *args, **kwargs):
