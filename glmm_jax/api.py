@@ -67,7 +67,7 @@ class Model:
 
     def value_grad_hess(self, theta):
         """-loglik, its gradient and its exact Hessian at ``theta`` (NumPy arrays)."""
-        f, g, H = _vgh(jnp.asarray(theta, dtype=float), self.data, self.structure)
+        f, g, H = _vgh(np.asarray(theta, dtype=float), self.data, self.structure)
         return float(f), np.asarray(g), np.asarray(H)
 
 
@@ -81,11 +81,12 @@ def _n_blocks(data, s) -> int:
     return 1 if isinstance(s, MultiStructure) else data.y.shape[0]
 
 
-def zero_modes(s, n_blocks: int = 1):
-    """Starting conditional modes: zeros, [B, J, q] (a [J_k, q_k] list for several terms)."""
+def zero_modes(s, n_blocks: int = 1, xp=jnp):
+    """Starting conditional modes: zeros, [B, J, q] (a [J_k, q_k] list for several terms).
+    ``xp=np`` outside jitted code: NumPy arguments compile no conversion programs."""
     if isinstance(s, MultiStructure):
-        return [jnp.zeros((J, q)) for q, J in zip(s.qs, s.Js, strict=True)]
-    return jnp.zeros((n_blocks, s.n_groups, s.q))
+        return [xp.zeros((J, q)) for q, J in zip(s.qs, s.Js, strict=True)]
+    return xp.zeros((n_blocks, s.n_groups, s.q))
 
 
 def build_model(
@@ -331,8 +332,8 @@ def fit_model(model: Model, max_iter: int = 100) -> GLMMResult:
     """Fit a model from :func:`build_model` (what :func:`fit` does after building it)."""
     s = model.structure
     with one_blas_thread():
-        theta0 = jnp.asarray(model.start())
-    out = newton_fit(theta0, zero_modes(s, _n_blocks(model.data, s)), model.data, s,
+        theta0 = np.asarray(model.start(), dtype=float)
+    out = newton_fit(theta0, zero_modes(s, _n_blocks(model.data, s), np), model.data, s,
                      max_iter=max_iter)
     notes = ()
     if not bool(out.converged):
