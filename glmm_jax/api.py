@@ -28,6 +28,7 @@ from .results import GLMMResult, TermFit
 
 MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
 START_ROWS = 100_000  # start coefficients from at most about this many rows (a strided sample)
+START_SD = (0.1, 5.0)  # a random intercept's start SD, link scale, in units of `scale`
 SINGULAR_TOL = 1e-4  # relative size of a Cholesky diagonal below which a fit is singular
 
 
@@ -407,7 +408,8 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
             var -= raw[max(parents, key=lambda m: len(frame.groups[m].levels))]
         k = g.z_names.index("(Intercept)")
         sd = np.sqrt(max(var, 0.0))
-        L[k, k] = np.clip(sd, 0.1 * scale, 5.0 * scale) if np.isfinite(sd) else scale
+        L[k, k] = np.clip(sd, START_SD[0] * scale, START_SD[1] * scale) if np.isfinite(sd) \
+            else scale
         var_sum += L[k, k] ** 2
     # vector terms: their whole covariance by moments (not nested-corrected; not Gaussian,
     # whose start sigma is the total SD, which makes the sampling covariances too large)
@@ -418,7 +420,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         if "(Intercept)" in g.z_names:
             k = g.z_names.index("(Intercept)")
             G = G * (_conditional_var(fam, G[k, k]) / G[k, k])
-            G = G * min(1.0, (5.0 * scale) ** 2 / G[k, k])  # intercept SD at most 5, as above
+            G = G * min(1.0, (START_SD[1] * scale) ** 2 / G[k, k])  # as scalar intercepts
             var_sum += G[k, k] - Ls[i][k, k] ** 2
         Ls[i] = np.linalg.cholesky(G)
     if fam.name == "gaussian":  # the residual variance is what the groups leave
