@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -18,7 +17,7 @@ from threadpoolctl import ThreadpoolController
 from . import lmm, nested, xla
 from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame, build_frame
-from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning
+from .errors import ConvergenceWarning, GLMMInputError, SingularFitWarning, warn
 from .families import Family, get_family
 from .formula import parse_formula
 from .laplace import ClusterData, Structure, block_rows, cluster_arrays, make_layout
@@ -98,6 +97,10 @@ def build_model(
     nagq: int = 1,
     devices=None,
     reml: bool | None = None,
+    *,
+    weights=None,
+    offset=None,
+    contrasts: dict | None = None,
 ) -> Model:
     """Parse, validate and lay out a model without fitting it (arguments as in :func:`fit`)."""
     fam = get_family(family, link)
@@ -108,7 +111,8 @@ def build_model(
         raise GLMMInputError(f"nagq must be a positive integer, not {nagq!r}")
     spec = parse_formula(formula)
     with one_blas_thread():
-        frame = build_frame(spec, data, fam)
+        frame = build_frame(spec, data, fam, weights=weights, offset=offset,
+                            contrasts=contrasts)
         for g in frame.groups:
             if len(g.levels) * len(g.z_names) >= len(frame.y) and fam.has_dispersion:
                 raise GLMMInputError(
@@ -189,7 +193,7 @@ def _build_lmm(formula: str, frame: ModelFrame, fam: Family, nagq: int, reml: bo
         return None
     terms = [(g.Z, g.codes) for g in groups]
     Js = tuple(len(g.levels) for g in groups)
-    stats = lmm.cross_products(frame.X, frame.y - frame.offset, terms, Js)
+    stats = lmm.cross_products(frame.X, frame.y - frame.offset, terms, Js, frame.trials)
     if stats is None:
         return None
     qs = tuple(len(g.z_names) for g in groups) + (p,) * reml
@@ -241,11 +245,11 @@ def _build_multi(formula: str, frame: ModelFrame, fam: Family, nagq: int,
 
     arrays = MultiData(
         X=rows(frame.X), y=rows(frame.y, 1), trials=rows(frame.trials, 1),
-        offset=rows(frame.offset), weights=rows(np.ones(n)),
+        offset=rows(frame.offset), weights=rows(frame.weights),
         terms=tuple(TermData(rows(Z), rows(c.astype(np.int32))) for Z, c in terms),
         rest_cols=np.zeros((n + pad, 0), np.int32) if s.nested else
         rest_columns([rows(c) for _, c in terms], qs, Js),
-        log_const=np.asarray(np.sum(fam.log_const(frame.y, frame.trials))),
+        log_const=np.asarray(np.sum(frame.weights * fam.log_const(frame.y, frame.trials))),
         anc=anc or (),
     )
     return Model(formula, frame, s, place_rows(arrays, devices))
@@ -279,8 +283,8 @@ def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups
     layout."""
     g = frame.groups[0]
     return cluster_arrays(frame.X, g.Z, frame.y, frame.trials, frame.offset,
-                          fam.log_const(frame.y, frame.trials), layout,
-                          n_chunks, n_groups, n_blocks, put)
+                          frame.weights * fam.log_const(frame.y, frame.trials), layout,
+                          n_chunks, n_groups, n_blocks, put, frame.weights)
 
 
 def fit(
@@ -293,6 +297,9 @@ def fit(
     max_iter: int = 100,
     devices=None,
     reml: bool | None = None,
+    weights=None,
+    offset=None,
+    contrasts: dict | None = None,
 ) -> GLMMResult:
     """Fit a generalized linear mixed model by maximum likelihood.
 
@@ -312,6 +319,18 @@ def fit(
       devices: JAX devices to spread the data over (clusters' row chunks are sharded
         across them with ``jax.sharding``); default: all devices of the default backend.
         Gaussian models are reduced to cross products, which live on the first device.
+      weights: prior weights, a column name or one value per row (as lme4's
+        ``weights=``): binomial proportions (or 0/1) with ``weights`` = the number of
+        trials (the same fit as ``cbind``); for a ``cbind`` response and for Poisson,
+        Gamma and negative binomial models they multiply each row's log-likelihood; for
+        Gaussian models they are precision weights (residual variance sigma^2 / w, as
+        lmer). Weights must be positive and finite.
+      offset: a column name or array added to the linear predictor (beside any
+        ``offset()`` terms of the formula).
+      contrasts: codings of factors, e.g. ``{"period": "sum"}``: "treatment" (the
+        default for unordered factors), "sum", "helmert" or "poly" (the default for
+        ordered categoricals), or R's names ("contr.sum", ...). Columns are named as R
+        names them (``period1``, ... for sum contrasts).
       max_iter: maximum outer Newton iterations. If Newton has not converged by then, an
         L-BFGS fallback (optax, at most ``5 * max_iter`` iterations) continues from where it
         stopped and Newton is run once more from its result.
@@ -326,7 +345,9 @@ def fit(
     >>> round(res.loglik, 3)
     -92.026
     """
-    return fit_model(build_model(formula, data, family, link, nagq, devices, reml), max_iter)
+    model = build_model(formula, data, family, link, nagq, devices, reml, weights=weights,
+                        offset=offset, contrasts=contrasts)
+    return fit_model(model, max_iter)
 
 
 def fit_model(model: Model, max_iter: int = 100) -> GLMMResult:
@@ -603,13 +624,13 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
         messages.append(f"optimizer did not converge ({why}); |gradient| = "
                         f"{np.max(np.abs(np.asarray(out.grad))):.2e}")
     if not converged:
-        warnings.warn(f"{formula}: {messages[-1]}", ConvergenceWarning, stacklevel=3)
+        warn(f"{formula}: {messages[-1]}", ConvergenceWarning)
     scale = float(np.exp(log_phi)) if fam.name == "gaussian" else 1.0
     singular = any(np.any(np.abs(np.diag(t.L)) < SINGULAR_TOL * scale) for t in terms)
     if singular:
         messages.append("boundary (singular) fit: see result.varcorr")
-        warnings.warn(f"{formula}: boundary (singular) fit: a random-effect variance is "
-                      "estimated as ~0 or a correlation as ~±1", SingularFitWarning, stacklevel=3)
+        warn(f"{formula}: boundary (singular) fit: a random-effect variance is "
+             "estimated as ~0 or a correlation as ~±1", SingularFitWarning)
     return GLMMResult(
         formula=formula, family=fam, nagq=s.nagq, nobs=len(frame.y), x_names=frame.x_names,
         terms=tuple(terms), beta=beta, beta_cov=beta_cov, reml=reml,
@@ -617,4 +638,5 @@ def _result(formula: str, frame: ModelFrame, fam: Family, s, out,
         theta=theta, cov_theta=cov_theta, loglik=-float(out.f),
         converged=converged, n_iter=int(out.n_iter), singular=singular,
         messages=tuple(messages), n_dropped=frame.n_dropped, aliased=frame.aliased,
+        frame=frame,
     )

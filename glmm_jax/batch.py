@@ -27,7 +27,7 @@ from .api import (
     start_values,
 )
 from .design import ModelFrame, aliased_columns, build_frame, subset_frame
-from .errors import ConvergenceWarning, DataWarning, GLMMInputError, SingularFitWarning
+from .errors import ConvergenceWarning, DataWarning, GLMMInputError, SingularFitWarning, warn
 from .families import Family, get_family
 from .formula import parse_formula
 from .laplace import Structure, chunk_size, make_layout
@@ -276,13 +276,12 @@ def _fit_each(formula, frames, keys, fam, nagq, max_iter, progress):
 def _warn(formula, results: dict[object, GLMMResult | None], errors: dict) -> None:
     bad = [k for k, r in results.items() if r is not None and not r.converged]
     if bad:
-        warnings.warn(f"{formula}: {len(bad)} of {len(results)} datasets did not converge: "
-                      f"{bad[:10]}", ConvergenceWarning, stacklevel=3)
+        warn(f"{formula}: {len(bad)} of {len(results)} datasets did not converge: "
+             f"{bad[:10]}", ConvergenceWarning)
     sing = [k for k, r in results.items() if r is not None and r.singular]
     if sing:
-        warnings.warn(f"{formula}: {len(sing)} of {len(results)} datasets have singular fits: "
-                      f"{sing[:10]}", SingularFitWarning, stacklevel=3)
+        warn(f"{formula}: {len(sing)} of {len(results)} datasets have singular fits: "
+             f"{sing[:10]}", SingularFitWarning)
     if errors:
-        warnings.warn(f"{formula}: {len(errors)} of {len(results)} datasets could not be "
-                      f"fitted (see result.errors): {list(errors)[:10]}", DataWarning,
-                      stacklevel=3)
+        warn(f"{formula}: {len(errors)} of {len(results)} datasets could not be "
+             f"fitted (see result.errors): {list(errors)[:10]}", DataWarning)

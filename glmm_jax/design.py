@@ -2,22 +2,24 @@
 
 Everything that can be wrong with the data is caught here and reported as a
 GLMMInputError naming the column or term. The caller's DataFrame is never modified.
+As in R, the variables are evaluated on all rows (so ``scale(x)`` and ``poly(x, 2)`` use
+every non-missing value), rows with a missing value anywhere are dropped, and factor
+levels that no kept row uses are dropped (lme4's ``drop.unused.levels``).
 """
 
 from __future__ import annotations
 
-import ast
-import re
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-import formulaic
 import numpy as np
 import pandas as pd
 
-from .errors import DataWarning, GLMMInputError
-from .families import Binomial, Family
+from .errors import DataWarning, GLMMInputError, warn
+from .families import Binomial, Family, Gaussian
 from .formula import ModelSpec, RandomTerm
+from .modelmatrix import Encoding, build, contrast_kind, terms_of, variable_values
+from .rsyntax import deparse, names_in
+from .rvalues import CONSTANTS, Value, as_factor, evaluate
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,19 @@ class GroupingFactor:
     levels: pd.Index
     Z: np.ndarray  # [n, q]
     z_names: tuple[str, ...]
+    encoding: Encoding | None = field(default=None, compare=False)  # how Z was built
 
 
 @dataclass(frozen=True)
 class ModelFrame:
-    """Validated model arrays, one row per used observation (input row order)."""
+    """Validated model arrays, one row per used observation (input row order).
+
+    ``weights`` multiply each row's log density (prior weights; binomial weights that
+    give the number of trials are in ``trials`` instead). For the Gaussian family
+    ``trials`` holds the precision weights (the residual variance of a row is
+    sigma^2 / w), 1 without weights. ``prior_weights`` are the user's ``weights=`` (None
+    without); ``response_note`` says which level of a two-level response is a success.
+    """
 
     X: np.ndarray
     x_names: tuple[str, ...]
@@ -46,28 +56,16 @@ class ModelFrame:
     row_index: pd.Index  # labels of the rows used, in the caller's DataFrame
     n_dropped: int
     aliased: tuple[str, ...]
+    weights: np.ndarray | None = None
+    prior_weights: np.ndarray | None = None
+    weights_label: str | None = None
+    offset_label: str | None = None
+    encoding: Encoding | None = field(default=None, compare=False)
+    response_note: str | None = None
 
-
-_NOT_COLUMNS = {"np", "numpy", "math", "I", "C", "log", "exp", "sqrt", "abs", "True", "False",
-                "None", "center", "scale", "poly", "bs", "Q", "T", "contr", "Treatment"}
-
-
-def _expr_names(expr: str) -> set[str]:
-    """Names a Python expression refers to (for response and offset expressions)."""
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as e:
-        raise GLMMInputError(f"cannot read the expression {expr!r}: {e.msg}") from None
-    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    return {n.id for n in ast.walk(tree)
-            if isinstance(n, ast.Name) and id(n) not in called and n.id not in _NOT_COLUMNS}
-
-
-def _formula_names(rhs: str) -> set[str]:
-    try:
-        return set(formulaic.Formula(rhs).required_variables) - _NOT_COLUMNS
-    except Exception as e:  # formulaic's syntax errors
-        raise GLMMInputError(f"cannot read the formula terms {rhs!r}: {e}") from None
+    def __post_init__(self):
+        if self.weights is None:
+            object.__setattr__(self, "weights", np.ones(len(self.y)))
 
 
 def _group_columns(group: str) -> list[str]:
@@ -90,6 +88,11 @@ def _row(index: pd.Index, i: int) -> str:
     return repr(label.item() if isinstance(label, np.generic) else label)
 
 
+def _columns_of(nodes, data: pd.DataFrame) -> set[str]:
+    return {n.id for node in nodes for n in names_in(node)
+            if n.id in data.columns or n.id not in CONSTANTS}
+
+
 def _check_columns(names: set[str], data: pd.DataFrame, where: str) -> None:
     missing = sorted(n for n in names if n not in data.columns)
     if missing:
@@ -100,61 +103,103 @@ def _check_columns(names: set[str], data: pd.DataFrame, where: str) -> None:
         )
 
 
-def _evaluate(expr: str, df: pd.DataFrame, what: str) -> pd.Series:
-    if expr in df.columns:
-        return df[expr]
-    try:
-        out = df.eval(expr, engine="python")
-    except Exception as e:
-        raise GLMMInputError(f"cannot evaluate {what} {expr!r}: {e}") from None
-    if np.ndim(out) == 0:
-        out = pd.Series(np.full(len(df), out), index=df.index)
-    return pd.Series(out, index=df.index)
+def _take(v: Value, rows: np.ndarray) -> Value:
+    return Value(v.kind, v.data[rows], v.levels, v.ordered, v.colnames)
 
 
-def _numeric(values: pd.Series, what: str) -> np.ndarray:
-    if isinstance(values.dtype, pd.CategoricalDtype) or not (
-        pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
-    ):
-        raise GLMMInputError(f"{what} must be numeric, but has dtype {values.dtype}")
-    arr = values.to_numpy(dtype=float)
+def _finite(arr: np.ndarray, what: str, index: pd.Index) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise GLMMInputError(
             f"{what} has {bad.size} infinite values "
-            f"(first at row label {_row(values.index, bad[0])})"
+            f"(first at row label {_row(index, bad[0])})"
         )
     return arr
 
 
-def _response(spec: ModelSpec, df: pd.DataFrame, family: Family):
-    if len(spec.response) == 2:
+def _numeric(v: Value, what: str, index: pd.Index) -> np.ndarray:
+    if v.kind not in ("num", "lgl"):
+        kind = {"fac": "a factor", "chr": "text", "mat": "a matrix"}[v.kind]
+        raise GLMMInputError(f"{what} must be numeric, but is {kind}")
+    return _finite(v.data.astype(float), what, index)
+
+
+def _vector(value, data: pd.DataFrame, what: str) -> tuple[np.ndarray, str]:
+    """A ``weights=``/``offset=`` argument: a column name or one value per row."""
+    if isinstance(value, str):
+        _check_columns({value}, data, f"{what}=")
+        col = data[value]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise GLMMInputError(f"{what}= column {value!r} must be numeric, not {col.dtype}")
+        return col.to_numpy(dtype=float, na_value=np.nan), value
+    arr = np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value)
+    if arr.ndim != 1 or len(arr) != len(data):
+        raise GLMMInputError(f"{what}= must be a column name or one value per row of the data "
+                             f"({len(data)} rows); it has shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or arr.dtype == bool:
+        raise GLMMInputError(f"{what}= must be numeric, not {arr.dtype}")
+    return arr.astype(float), f"{what} (an array)"
+
+
+def _check_weights(w: np.ndarray, index: pd.Index) -> None:
+    for bad, what in ((~np.isfinite(w), "infinite"), (w < 0, "negative"), (w == 0, "zero")):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            hint = " (drop those rows from the data to leave them out)" if what == "zero" else ""
+            raise GLMMInputError(f"weights must be positive and finite: {int(bad.sum())} are "
+                                 f"{what} (first at row label {_row(index, i)}: {w[i]:g}){hint}")
+
+
+def _response(spec: ModelSpec, values: list[Value], family: Family, w, index: pd.Index):
+    """(y, trials, engine weights, label, note) of the response; ``w``: prior weights."""
+    n = len(index)
+    ones = np.ones(n)
+    labels = spec.response_labels
+    if len(values) == 2:
         if not isinstance(family, Binomial):
             raise GLMMInputError("cbind(successes, failures) is a binomial response; "
                                  f"family is {family.name!r}")
-        s = _numeric(_evaluate(spec.response[0], df, "response"), f"successes {spec.response[0]!r}")
-        f = _numeric(_evaluate(spec.response[1], df, "response"), f"failures {spec.response[1]!r}")
+        s = _numeric(values[0], f"successes {labels[0]!r}", index)
+        f = _numeric(values[1], f"failures {labels[1]!r}", index)
         if np.any(f < 0):
             i = int(np.flatnonzero(f < 0)[0])
             raise GLMMInputError(
                 f"binomial response: successes exceed trials in {int(np.sum(f < 0))} rows "
-                f"(first at row label {_row(df.index, i)}: "
-                f"failures {spec.response[1]!r} = {f[i]:g})"
+                f"(first at row label {_row(index, i)}: failures {labels[1]!r} = {f[i]:g})"
             )
-        return s, s + f, spec.response[0]
-    expr = spec.response[0]
-    v = _evaluate(expr, df, "response")
-    ones = np.ones(len(df))
-    if isinstance(family, Binomial) and not pd.api.types.is_numeric_dtype(v):
-        levels = (list(v.cat.categories[v.cat.categories.isin(v.unique())])
-                  if isinstance(v.dtype, pd.CategoricalDtype) else sorted(v.unique()))
-        if len(levels) != 2:
+        return s, s + f, (ones if w is None else w), labels[0], None
+    v, label, note = values[0], labels[0], None
+    if isinstance(family, Binomial) and v.kind in ("fac", "chr"):
+        fac = as_factor(v, label)
+        if len(fac.levels) != 2:
             raise GLMMInputError(
-                f"binomial response {expr!r} must be 0/1, logical, or have exactly two levels; "
-                f"it has {len(levels)} ({', '.join(map(str, levels[:5]))})"
-            )
-        return (v == levels[1]).to_numpy(dtype=float), ones, f"{expr}=={levels[1]}"
-    return _numeric(v, f"response {expr!r}"), ones, expr
+                f"binomial response {label!r} must be 0/1, logical, or have exactly two "
+                f"levels; it has {len(fac.levels)} ({', '.join(fac.levels[:5])})")
+        y = (fac.data == 1).astype(float)
+        note = (f"response {label}: {fac.levels[1]!r} is a success, {fac.levels[0]!r} a "
+                "failure (the first level, as in R)")
+        label = f"{label}=={fac.levels[1]}"
+    else:
+        y = _numeric(v, f"response {label!r}", index)
+    if w is None:
+        return y, ones, ones, label, note
+    if isinstance(family, Binomial):  # a proportion (or 0/1) and its number of trials
+        if np.any((y < 0) | (y > 1)):
+            i = int(np.flatnonzero((y < 0) | (y > 1))[0])
+            raise GLMMInputError(f"binomial response {label!r} with weights must be a proportion "
+                                 f"in [0, 1] (first bad at row label {_row(index, i)}: {y[i]:g})")
+        s = y * w
+        frac = np.abs(s - np.round(s)) > 1e-8 * np.maximum(w, 1.0)
+        if frac.any():
+            i = int(np.flatnonzero(frac)[0])
+            raise GLMMInputError(
+                f"binomial response {label!r} × weights must be whole numbers of successes; "
+                f"{int(frac.sum())} rows are not (first at row label {_row(index, i)}: "
+                f"{y[i]:g} × {w[i]:g}); R would round them silently")
+        return np.round(s), w, ones, label, note
+    if isinstance(family, Gaussian):  # precision weights
+        return y, w, ones, label, note
+    return y, ones, w, label, note
 
 
 def _check_response(family: Family, y, trials, label: str, index: pd.Index) -> None:
@@ -168,46 +213,15 @@ def _check_response(family: Family, y, trials, label: str, index: pd.Index) -> N
         )
 
 
-def _clean_name(name: str) -> str:
-    name = "(Intercept)" if name == "Intercept" else name
-    return re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
-
-
-def _plain_columns(rhs: str, df: pd.DataFrame) -> list[str] | None:
-    """The columns of ``rhs`` when it is only an intercept and numeric column names
-    (``1``, ``x + z``): such a matrix is stacked directly, skipping formulaic."""
-    parts = [p.strip() for p in rhs.split("+")]
-    if parts and parts[0] == "1":
-        parts = parts[1:]
-    ok = all(p.isidentifier() and p in df.columns and p != "I" for p in parts) and \
-        all(pd.api.types.is_numeric_dtype(df[p]) and not pd.api.types.is_bool_dtype(df[p])
-            for p in parts)
-    return parts if ok and len(set(parts)) == len(parts) else None
-
-
-def _model_matrix(rhs: str, df: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    cols = _plain_columns(rhs, df)
-    if cols is not None:  # same result as formulaic's, without its overhead
-        arr = np.ones((len(df), len(cols) + 1))
-        for k, c in enumerate(cols):
-            arr[:, k + 1] = df[c].to_numpy(dtype=float)
-        names = ("(Intercept)", *cols)
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            col = names[np.flatnonzero(bad.any(axis=0))[0]]
-            raise GLMMInputError(f"{what} column {col!r} has infinite or missing values")
-        return arr, names
-    try:
-        mm = formulaic.model_matrix(rhs, df, na_action="raise")
-    except Exception as e:
-        msg = str(e).replace("\x1b[1;31m", "").replace("\x1b[0m", "")
-        raise GLMMInputError(f"cannot build the {what} from {rhs!r}: {msg}") from None
-    arr = np.asarray(mm, dtype=float)
-    bad = ~np.isfinite(arr)
+def _design(terms, values, n, contrasts, what: str, index: pd.Index, state: dict):
+    X, names, enc = build(terms, None, contrasts, values=values, state=state, n=n)
+    bad = ~np.isfinite(X)
     if bad.any():
-        col = mm.columns[np.flatnonzero(bad.any(axis=0))[0]]
-        raise GLMMInputError(f"{what} column {_clean_name(col)!r} has infinite or missing values")
-    return arr, tuple(_clean_name(c) for c in mm.columns)
+        k = int(np.flatnonzero(bad.any(axis=0))[0])
+        i = int(np.flatnonzero(bad[:, k])[0])
+        raise GLMMInputError(f"{what} column {names[k]!r} has infinite or missing values "
+                             f"(first at row label {_row(index, i)})")
+    return X, names, enc
 
 
 def aliased_columns(X: np.ndarray) -> np.ndarray:
@@ -285,7 +299,7 @@ def _interaction(df: pd.DataFrame, cols: list[str]) -> pd.Categorical:
                                      pd.Index(np.asarray(labels, dtype=object)[order]))
 
 
-def _grouping(term: RandomTerm, df: pd.DataFrame) -> list[GroupingFactor]:
+def _grouping(term: RandomTerm, df: pd.DataFrame, Z, z_names, enc) -> list[GroupingFactor]:
     """The grouping factor(s) of a term: one, or one per column for ``||``."""
     cols = _group_columns(term.group)
     for c in cols:
@@ -309,18 +323,30 @@ def _grouping(term: RandomTerm, df: pd.DataFrame) -> list[GroupingFactor]:
             f"grouping factor {term.group!r} in {term} has {len(levels)} level; "
             "a random effect needs at least 2"
         )
-    Z, z_names = _model_matrix(term.expr, df, f"random-effects design of {term}")
     if Z.shape[1] == 0:
         raise GLMMInputError(f"random term {term} has no columns")
     _check_identifiable(term, Z, z_names, codes, len(levels))
     if term.correlated:
-        return [GroupingFactor(term.group, term, codes, levels, Z, z_names)]
-    return [GroupingFactor(term.group, term, codes, levels, Z[:, [k]], (n,))
+        return [GroupingFactor(term.group, term, codes, levels, Z, z_names, enc)]
+    return [GroupingFactor(term.group, term, codes, levels, Z[:, [k]], (n,), enc)
             for k, n in enumerate(z_names)]
 
 
-def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFrame:
-    """Validate ``data`` against ``spec`` and build the model arrays."""
+def _contrasts(contrasts) -> dict[str, str]:
+    if contrasts is None:
+        return {}
+    if not isinstance(contrasts, dict):
+        raise GLMMInputError("contrasts= must be a dict such as {'period': 'sum'}")
+    return {str(k): contrast_kind(v) for k, v in contrasts.items()}
+
+
+def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=None,
+                offset=None, contrasts=None) -> ModelFrame:
+    """Validate ``data`` against ``spec`` and build the model arrays.
+
+    ``weights``, ``offset``: a column name or an array (one value per row);
+    ``contrasts``: {factor: "treatment" | "sum" | "helmert" | "poly"}.
+    """
     if isinstance(data, dict):
         data = pd.DataFrame(data)
     if not isinstance(data, pd.DataFrame):
@@ -328,46 +354,98 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family) -> ModelFra
     if not spec.random:
         raise GLMMInputError("the formula has no random term such as (1 | group); "
                              "for a model without random effects use a GLM")
+    coding = _contrasts(contrasts)
+    fixed = terms_of(list(spec.fixed))
+    rterms = expand_terms(spec.random)
+    rsides = {t.expr: terms_of([("+", t.expr)]) for t in spec.random}
     needed: dict[str, set[str]] = {
-        "the response": set().union(*(_expr_names(e) for e in spec.response)),
-        "the fixed effects": _formula_names(spec.fixed),
+        "the response": _columns_of(spec.response, data),
+        "the fixed effects": _columns_of([n for _, n in spec.fixed], data),
     }
     for o in spec.offsets:
-        needed[f"offset({o})"] = _expr_names(o)
+        needed[f"offset({deparse(o)})"] = _columns_of([o], data)
     for t in spec.random:
-        needed[str(t)] = _formula_names(t.expr) | set(_group_columns(t.group))
+        needed[str(t)] = _columns_of([t.expr], data) | set(_group_columns(t.group))
     for where, names in needed.items():
         _check_columns(names, data, where)
-    cols = list(dict.fromkeys(c for names in needed.values() for c in sorted(names)))
-    df = data.loc[:, cols]  # a copy (or, under copy-on-write, copied if ever written)
 
-    missing = df.isna().any(axis=1).to_numpy()
+    # evaluate every variable on all rows (as R's model.frame), then drop incomplete rows
+    state: dict = {}
+    parts: dict[str, list[Value]] = {
+        "response": [evaluate(r, data, state) for r in spec.response],
+        "fixed": variable_values(fixed, data, state),
+        "offsets": [evaluate(o, data, state) for o in spec.offsets],
+    }
+    for k, side in enumerate(rsides.values()):
+        parts[f"random{k}"] = variable_values(side, data, state)
+    labels = {"response": list(spec.response_labels), "fixed": fixed.var_labels(),
+              "offsets": [f"offset({deparse(o)})" for o in spec.offsets]}
+    labels.update({f"random{k}": s.var_labels() for k, s in enumerate(rsides.values())})
+    extra = {}
+    if weights is not None:
+        extra["weights"] = _vector(weights, data, "weights")
+    if offset is not None:
+        extra["offset"] = _vector(offset, data, "offset")
+    group_cols = list(dict.fromkeys(c for t in rterms for c in _group_columns(t.group)))
+    missing = data[group_cols].isna().any(axis=1).to_numpy().copy()
+    na_cols = [c for c in group_cols if data[c].isna().any()]
+    for key, vals in parts.items():
+        for label, v in zip(labels[key], vals, strict=True):
+            na = v.na()
+            if na.any():
+                na_cols.append(label)
+                missing |= na
+    for key, (arr, _) in extra.items():
+        if np.isnan(arr).any():
+            na_cols.append(f"{key}=")
+            missing |= np.isnan(arr)
     n_dropped = int(missing.sum())
     if n_dropped:
-        which = [c for c in cols if df[c].isna().any()]
-        warnings.warn(
-            f"dropped {n_dropped} of {len(df)} rows with missing values "
-            f"(in columns {', '.join(which)})", DataWarning, stacklevel=3,
-        )
-        df = df.loc[~missing]
-    if len(df) == 0:
+        warn(f"dropped {n_dropped} of {len(data)} rows with missing values "
+             f"(in columns {', '.join(dict.fromkeys(na_cols))})", DataWarning)
+    if n_dropped == len(data):
         raise GLMMInputError("no rows left after dropping rows with missing values")
+    keep = ~missing
+    index = data.index[keep]
+    n = len(index)
+    parts = {k: [_take(v, keep) for v in vals] for k, vals in parts.items()}
 
-    y, trials, response_name = _response(spec, df, family)
-    _check_response(family, y, trials, response_name, df.index)
-    X, x_names = _model_matrix(spec.fixed, df, "fixed-effects design")
+    w = None
+    if "weights" in extra:
+        w = extra["weights"][0][keep]
+        _check_weights(w, index)
+    y, trials, row_w, response_name, note = _response(spec, parts["response"], family, w, index)
+    _check_response(family, y, trials, response_name, index)
+    X, x_names, enc = _design(fixed, parts["fixed"], n, coding, "fixed-effects design", index,
+                           state)
     X, x_names, aliased = _drop_aliased(X, x_names)
     if aliased:
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient: dropping {len(aliased)} aliased "
-            f"column(s): {', '.join(aliased)}", DataWarning, stacklevel=3,
-        )
-    offset = np.zeros(len(df))
-    for o in spec.offsets:
-        offset += _numeric(_evaluate(o, df, "offset"), f"offset({o})")
-    groups = tuple(g for t in expand_terms(spec.random) for g in _grouping(t, df))
-    return ModelFrame(X, x_names, y, trials, offset, groups, response_name, df.index,
-                      n_dropped, aliased)
+        enc = enc.dropped(~np.isin(enc.names, aliased))
+        warn(f"fixed-effect model matrix is rank deficient: dropping {len(aliased)} aliased "
+             f"column(s): {', '.join(aliased)}", DataWarning)
+    off = np.zeros(n)
+    for label, v in zip(labels["offsets"], parts["offsets"], strict=True):
+        off += _numeric(v, label, index)
+    if "offset" in extra:
+        off += _finite(extra["offset"][0][keep], "offset=", index)
+    df = data.loc[keep, group_cols]
+    zs = {}
+    for k, (expr, side) in enumerate(rsides.items()):
+        zs[expr] = _design(side, parts[f"random{k}"], n, coding,
+                           f"random-effects design of ({deparse(expr)} | ...)", index, state)
+    used = {c.label for e in [enc] + [z[2] for z in zs.values()] if e is not None
+            for c in e.codings if c.kind == "fac"}
+    for name in coding:
+        if name not in used:
+            raise GLMMInputError(
+                f"contrasts= names {name!r}, which is not a factor of the formula "
+                f"(its factors: {', '.join(sorted(used)) or 'none'})")
+    groups = tuple(g for t in rterms for g in _grouping(t, df, *zs[t.expr]))
+    return ModelFrame(X, x_names, y, trials, off, groups, response_name, index,
+                      n_dropped, aliased, weights=row_w, prior_weights=w,
+                      weights_label=extra.get("weights", (None, None))[1],
+                      offset_label=extra.get("offset", (None, None))[1], encoding=enc,
+                      response_note=note)
 
 
 def subset_frame(frame: ModelFrame, rows: np.ndarray) -> ModelFrame:
@@ -376,7 +454,9 @@ def subset_frame(frame: ModelFrame, rows: np.ndarray) -> ModelFrame:
     for g in frame.groups:
         used, codes = np.unique(g.codes[rows], return_inverse=True)
         groups.append(GroupingFactor(g.name, g.term, codes.astype(np.int64), g.levels[used],
-                                     g.Z[rows], g.z_names))
-    return ModelFrame(frame.X[rows], frame.x_names, frame.y[rows], frame.trials[rows],
-                      frame.offset[rows], tuple(groups), frame.response_name,
-                      frame.row_index[rows], 0, frame.aliased)
+                                     g.Z[rows], g.z_names, g.encoding))
+    pw = None if frame.prior_weights is None else frame.prior_weights[rows]
+    return replace(frame, X=frame.X[rows], y=frame.y[rows], trials=frame.trials[rows],
+                   offset=frame.offset[rows], groups=tuple(groups),
+                   row_index=frame.row_index[rows], n_dropped=0,
+                   weights=frame.weights[rows], prior_weights=pw)

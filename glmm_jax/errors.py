@@ -1,5 +1,7 @@
 """Exceptions and warnings that glmm_jax raises for users to catch or test for."""
 
+import warnings
+
 
 class GLMMInputError(ValueError):
     """Invalid formula, data, family or option; the message names the culprit."""
@@ -19,3 +21,15 @@ class SingularFitWarning(GLMMWarning):
 
 class DataWarning(GLMMWarning):
     """Rows dropped for missing values, or aliased fixed-effect columns dropped."""
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Issue a warning attributed to the user's call: the first frame outside glmm_jax."""
+    import sys
+    from pathlib import Path
+
+    package = str(Path(__file__).parent)
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -182,7 +182,8 @@ class Poisson(Family):
 
 @dataclass(frozen=True)
 class Gaussian(Family):
-    """Normal response; the dispersion is the residual standard deviation."""
+    """Normal response; the dispersion is the residual standard deviation. ``trials``
+    are precision weights w (the variance of a row is sigma^2 / w; 1 without weights)."""
 
     link: str = "identity"
     name: ClassVar[str] = "gaussian"
@@ -192,13 +193,13 @@ class Gaussian(Family):
 
     def logpdf(self, y, eta, trials, log_phi):
         r = (y - eta) * jnp.exp(-log_phi)
-        return -0.5 * r * r - log_phi
+        return -0.5 * trials * r * r - log_phi
 
     def variance(self, mu, log_phi):
         return np.full(np.shape(mu), np.exp(2.0 * log_phi))
 
     def log_const(self, y, trials):
-        return np.full(np.shape(y), -0.5 * np.log(2.0 * np.pi))
+        return 0.5 * np.log(trials) - 0.5 * np.log(2.0 * np.pi)
 
     def start_dispersion(self, y, mu):
         return float(np.log(max(np.std(y - mu), 1e-8)))

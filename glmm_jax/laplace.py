@@ -123,11 +123,12 @@ def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None,
 
 def cluster_arrays(X, Z, y, trials, offset, log_const, layout: Layout,
                    n_chunks: int | None = None, n_groups: int | None = None,
-                   n_blocks: int | None = None, put=None) -> ClusterData:
+                   n_blocks: int | None = None, put=None, weights=None) -> ClusterData:
     """NumPy ClusterData of one model, optionally padded to ``n_blocks`` blocks of
     ``n_chunks`` chunks and ``n_groups`` clusters (padding chunks have zero weight and
     sit in a block's last cluster; padding clusters have no rows and contribute exactly 0
-    to the likelihood). ``log_const`` are the per-row data-only log-density constants.
+    to the likelihood). ``log_const`` are the per-row data-only log-density constants,
+    ``weights`` the rows' prior weights (default 1).
     ``put`` (e.g. a transfer to a device) is applied to each array as soon as it is
     built, so that only one padded NumPy array is alive at a time."""
     put = (lambda a: a) if put is None else put
@@ -152,7 +153,7 @@ def cluster_arrays(X, Z, y, trials, offset, log_const, layout: Layout,
     return ClusterData(
         X=scatter(np.asarray(X, float), 0.0), Z=scatter(np.asarray(Z, float), 0.0),
         y=scatter(y, 1.0), trials=scatter(trials, 1.0), offset=scatter(offset, 0.0),
-        weights=scatter(np.ones(len(y)), 0.0), group=put(group),
+        weights=scatter(np.ones(len(y)) if weights is None else weights, 0.0), group=put(group),
         log_const=put(np.bincount(layout.block, log_const, B)),
     )
 

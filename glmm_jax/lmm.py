@@ -54,6 +54,7 @@ class LmmData(NamedTuple):
     XtX: jax.Array
     Xty: jax.Array
     yty: jax.Array
+    half_log_w: jax.Array  # ½ Σ log w of the precision weights (0 without)
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,17 @@ def _rest_matrix(terms, Js):
     return sp.hstack(mats, format="csr")
 
 
-def cross_products(X, y, terms, Js) -> LmmData | None:
+def cross_products(X, y, terms, Js, weights=None) -> LmmData | None:
     """The θ-free statistics of a model; ``terms`` = [(Z_k, codes_k)] for the terms with
-    a prior, term 0 (eliminated blockwise) first. None when the other terms' columns
+    a prior, term 0 (eliminated blockwise) first; ``weights``: precision weights (rows
+    scaled by their square roots, as lmer does). None when the other terms' columns
     sharing a level of term 0 make more than ``MAX_PAIRS`` pairs."""
+    half_log_w = 0.0
+    if weights is not None and np.any(weights != 1.0):
+        sw = np.sqrt(weights)
+        X, y = X * sw[:, None], y * sw
+        terms = [(Z * sw[:, None], c) for Z, c in terms]
+        half_log_w = 0.5 * float(np.sum(np.log(weights)))
     Z0, c0 = terms[0]
     n, q0 = Z0.shape
     J0, p = Js[0], X.shape[1]
@@ -134,7 +142,7 @@ def cross_products(X, y, terms, Js) -> LmmData | None:
         np.asarray(float(n)), ZtZ0, Zty0, ZtX0, ent_j.astype(i32, copy=False),
         ent_r.astype(i32, copy=False), ent_c, pair_j.astype(i32, copy=False),
         pair_rr.astype(i32, copy=False), pair_c, ZtZr, ZtXr, Ztyr, X.T @ X, X.T @ y,
-        np.asarray(y @ y))
+        np.asarray(y @ y), np.asarray(half_log_w))
 
 
 def _pairs(ent_j, ent_r, n_j):
@@ -270,7 +278,7 @@ def _rest(pt: _Parts, log_phi, d: LmmData, s: LmmStructure):
     quad0 = jnp.sum(pt.h * jnp.einsum("jab,jb->ja", pt.M, pt.h))
     N = s.qs[0] * s.Js[0] + pt.g.shape[0]
     rest = ((pt.ee - quad0) / (2.0 * pt.phi) + d.n * (log_phi + 0.5 * LOG_2PI)
-            + 0.5 * jnp.sum(smallmat.log_det(pt.CA)) - N * log_phi)
+            + 0.5 * jnp.sum(smallmat.log_det(pt.CA)) - N * log_phi - d.half_log_w)
     return rest - 0.5 * s.p * LOG_2PI if s.reml else rest
 
 

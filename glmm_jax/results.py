@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import rformat
+from .design import ModelFrame
 from .families import Family
+from .rsyntax import deparse_lines, fill, parse
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class GLMMResult:
     messages: tuple[str, ...] = field(default=())
     n_dropped: int = 0
     aliased: tuple[str, ...] = ()
+    frame: ModelFrame | None = field(default=None, repr=False, compare=False)
 
     # ---- scalars ---------------------------------------------------------------
     @property
@@ -146,47 +150,159 @@ class GLMMResult:
             out[t.group] = out[t.group].join(df) if t.group in out else df
         return out
 
+    # ---- residuals -------------------------------------------------------------
+    def _linear_predictor(self) -> np.ndarray:
+        """eta = X beta + Z b + offset at the conditional modes, per row of the fit."""
+        f = self.frame
+        eta = f.X @ self.beta + f.offset
+        by_name = {}
+        for t in self.terms:
+            by_name.setdefault(t.group, []).append(t)
+        used = {}
+        for g in f.groups:
+            k = used.get(g.name, 0)
+            used[g.name] = k + 1
+            t = by_name[g.name][k]
+            eta = eta + np.sum(g.Z * t.b[g.codes], axis=1)
+        return eta
+
+    def pearson_residuals(self) -> np.ndarray:
+        """Scaled Pearson residuals as lme4's ``residuals(m, "pearson", scaled = TRUE)``:
+        (y - mu) sqrt(prior weight) / sqrt(Var(y)), with the dispersion in Var(y)."""
+        f, fam = self.frame, self.family
+        mu = fam.inverse_link(self._linear_predictor())
+        if fam.name == "binomial":
+            return (f.y / f.trials - mu) * np.sqrt(f.weights * f.trials) / \
+                np.sqrt(mu * (1.0 - mu))
+        log_phi = np.log(self.dispersion) if self.dispersion is not None else 0.0
+        var = fam.variance(mu, log_phi) / (f.trials if fam.name == "gaussian" else f.weights)
+        return (f.y - mu) / np.sqrt(var)
+
     # ---- printing --------------------------------------------------------------
+    def _family_label(self) -> str:
+        fam = self.family
+        if fam.name == "negative_binomial":
+            return f"Negative Binomial({rformat.format_real([self.dispersion], 5)[0].strip()})"
+        return {"gamma": "Gamma"}.get(fam.name, fam.name)
+
+    def _varcorr_lines(self, digits: int) -> list[str]:
+        labels, names, sds, corrs = [], [], [], []
+        for label, t in zip(self._term_labels(), self.terms, strict=True):
+            G = t.G
+            sd = np.sqrt(np.diag(G))
+            q = len(t.z_names)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                C = G / np.outer(sd, sd)
+            C[~np.isfinite(C)] = 0.0
+            cf = np.asarray(rformat.format_real(np.round(C, 2).ravel(), 7, nsmall=2)).reshape(q, q)
+            for i in range(q):
+                labels.append(label if i == 0 else "")
+                names.append(t.z_names[i])
+                sds.append(sd[i])
+                corrs.append([cf[i, j] for j in range(i)])
+        if self.family.name in ("gaussian", "gamma"):
+            labels.append("Residual")
+            names.append("")
+            sds.append(self.sigma if self.family.name == "gaussian"
+                       else 1.0 / np.sqrt(self.dispersion))
+            corrs.append([])
+        sds = np.asarray(sds)
+        cols = ["Groups", "Name", "Variance", "Std.Dev."]
+        cells = [list(r) for r in zip(labels, names, rformat.format_real(sds**2, digits),
+                                      rformat.format_real(sds, digits), strict=True)]
+        ncorr = max(len(c) for c in corrs)
+        if ncorr:
+            cols += ["Corr"] + [""] * (ncorr - 1)
+            for row, c in zip(cells, corrs, strict=True):
+                row += c + [""] * (ncorr - len(c))
+        return rformat.print_matrix([""] * len(cells), cols, cells)
+
+    def _fixef_correlation(self) -> list[str]:
+        p = len(self.x_names)
+        if p < 2:
+            return []
+        if p > 12:
+            return ["", f"Correlation matrix not shown by default, as p = {p} > 12.",
+                    "Use res.vcov if you need it"]
+        sd = np.sqrt(np.diag(self.beta_cov))
+        corr = self.beta_cov / np.outer(sd, sd)
+        cf = np.asarray(rformat.format_real(np.round(corr, 3).ravel(), 7, nsmall=3)).reshape(p, p)
+        rows = [rformat.abbreviate(n, 11) for n in self.x_names]
+        cols = [rformat.abbreviate(n, 6) for n in self.x_names]
+        cells = [[cf[i, j] if j < i else "" for j in range(p - 1)] for i in range(1, p)]
+        return ["", "Correlation of Fixed Effects:",
+                *rformat.print_matrix(rows[1:], cols[:-1], cells)]
+
     def summary(self) -> str:
-        """A printed summary in the layout of lme4's ``summary(glmer(...))``."""
+        """A printed summary in the layout and number formatting of lme4's
+        ``summary(glmer(...))`` / ``summary(lmer(...))``.
+
+        Standard errors come from the exact Hessian of the marginal log-likelihood in
+        all parameters (glmmTMB's convention; lme4's glmer differs by about 1% on
+        cbpp), or under REML from the fixed effects' conditional covariance (as lmer).
+
+        >>> import glmm_jax as gj
+        >>> res = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        ...              gj.datasets.load("cbpp"))
+        >>> print(res.summary().splitlines()[6].rstrip())
+           194.1    204.2    -92.0    184.1       51
+        """
+        digits = 4
         method = "Laplace Approximation" if self.nagq == 1 else \
             f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}"
-        if self.family.name == "gaussian":
+        gaussian = self.family.name == "gaussian"
+        if gaussian:
             title = "Linear mixed model fit by " + ("REML" if self.reml else "maximum likelihood")
         else:
             title = f"Generalized linear mixed model fit by maximum likelihood ({method})"
-        out = [f"{title} [glmm_jax]",
-               f" Family: {self.family.name}  ( {self.family.link} )",
-               f"Formula: {self.formula}", ""]
-        ic = pd.DataFrame({"AIC": [self.aic], "BIC": [self.bic], "logLik": [self.loglik],
-                           "deviance": [self.deviance], "df.resid": [self.df_resid]})
-        out += [ic.to_string(index=False, float_format=lambda v: f"{v:.1f}"), ""]
+        out = _wrap(title, 78, "  ", " [glmm_jax]")
+        if not gaussian:
+            out.append(f" Family: {self._family_label()}  ( {self.family.link} )")
+        out += fill(["Formula:", *deparse_lines(parse(self.formula))])
+        f = self.frame
+        if f is not None and f.weights_label is not None:
+            out.append(f"Weights: {f.weights_label}")
+        if f is not None and f.offset_label is not None:
+            out.append(f"Offset: {f.offset_label}")
+        if f is not None and f.response_note is not None:
+            out.append(f"Response: {f.response_note}")
+        out.append("")
+        if self.reml:
+            crit = rformat.format_real([round(self.deviance, 1)])[0]
+            out.append(f"REML criterion at convergence: {crit}")
+        else:
+            vals = rformat.format_real(np.round([self.aic, self.bic, self.loglik,
+                                                 self.deviance, self.df_resid], 1))
+            vals[-1] = str(int(self.df_resid))
+            out += rformat.print_named(["AIC", "BIC", "logLik", "deviance", "df.resid"], vals)
+        out.append("")
+        if f is not None:
+            q = np.quantile(self.pearson_residuals(), [0, 0.25, 0.5, 0.75, 1])
+            mx = np.max(np.abs(q))  # R's zapsmall(q, digits + 1)
+            q = np.round(q, max(0, digits + 1 - int(np.ceil(np.log10(mx))))) if mx > 0 else q
+            out.append("Scaled residuals: ")
+            out += rformat.print_named(["Min", "1Q", "Median", "3Q", "Max"],
+                                       rformat.format_real(q, digits))
+            out.append("")
         out.append("Random effects:")
-        vc = self.varcorr
-        var = vc[vc.term2.isna()]
-        tab = pd.DataFrame({"Groups": var.group, "Name": var.term1.fillna(""),
-                            "Variance": var.variance.map(lambda v: f"{v:.4g}"),
-                            "Std.Dev.": var.sd.map(lambda v: f"{v:.4g}")})
-        cor = vc[vc.term2.notna()]
-        if len(cor):
-            tab["Corr"] = ""
-            for _, r in cor.iterrows():
-                i = tab.index[(tab.Name == r.term2) & (tab.Groups == r.group)][0]
-                tab.loc[i, "Corr"] = (tab.loc[i, "Corr"] + f" {r['corr']:.2f}").strip()
-        out += [tab.to_string(index=False), ""]
+        out += self._varcorr_lines(digits)
         groups = dict.fromkeys((t.group, len(t.levels)) for t in self.terms)
         out.append(f"Number of obs: {self.nobs}, groups:  "
                    + "; ".join(f"{g}, {n}" for g, n in groups))
-        if self.dispersion is not None and self.family.name != "gaussian":
-            out.append(f"Dispersion parameter ({self.family.dispersion_name}): "
-                       f"{self.dispersion:.4g}")
-        out += ["", "Fixed effects:"]
-        ct = self.coef_table
-        ct.columns = ["Estimate", "Std. Error", "z value", "Pr(>|z|)"]
-        out.append(ct.to_string(formatters={"Estimate": "{:.5g}".format,
-                                             "Std. Error": "{:.5g}".format,
-                                             "z value": "{:.3f}".format,
-                                             "Pr(>|z|)": "{:.3g}".format}))
+        if self.family.name == "gamma":
+            out.append(f"Dispersion parameter (shape): "
+                       f"{rformat.format_real([self.dispersion], digits)[0].strip()}")
+        if len(self.x_names):
+            out += ["", "Fixed effects:"]
+            est, se = self.beta, np.sqrt(np.diag(self.beta_cov))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                stat = est / se
+            if gaussian:
+                out += rformat.coefmat(self.x_names, est, se, stat, "t value", digits=digits)
+            else:
+                p = 2.0 * stats.norm.sf(np.abs(stat))
+                out += rformat.coefmat(self.x_names, est, se, stat, "z value", p, digits)
+            out += self._fixef_correlation()
         if not self.converged:
             out += ["", "WARNING: the fit did NOT converge; estimates are not reliable."]
         if self.singular:
@@ -198,3 +314,19 @@ class GLMMResult:
         status = "converged" if self.converged else "NOT converged"
         return (f"<GLMMResult {self.family.name}({self.family.link}) {self.formula!r}: "
                 f"logLik={self.loglik:.4f}, {status}>")
+
+
+def _wrap(text: str, width: int, indent: str, tail: str) -> list[str]:
+    """``text + tail`` broken at spaces into lines shorter than ``width`` (lme4's
+    title: R's strwrap with an exdent)."""
+    if len(text) + len(tail) <= width:
+        return [text + tail]
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) >= width - 2:
+            lines.append(line)
+            line = indent + word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line + tail)
+    return lines

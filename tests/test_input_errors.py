@@ -185,7 +185,7 @@ def test_no_random_term(df):
     ("y ~ x | g", 6),  # '|' outside parentheses
     ("y ~ x + 1 | g + (1 | g)", 10),
     ("y ~ x ~ z + (1 | g)", None),  # two '~'
-    ("y ~ x + + (1 | g)", None),  # empty term
+    ("y ~ x + (1 | g) +", 17),  # a trailing '+' (R reads "x + + z" as a unary plus)
     ("~ x + (1 | g)", None),  # no response
 ])
 def test_formula_syntax_errors(df, formula, pos):
