@@ -5,6 +5,7 @@ The public API:
 
 - :func:`fit` — fit a model from an lme4-style formula and a DataFrame.
 - :func:`build_model` — the validated model and its pure objective, without fitting.
+- :func:`model_matrix` — R's model.matrix of a one-sided formula.
 - :func:`fit_many` — one model fitted to many datasets in one vmapped program.
 - :class:`GLMMResult` — the immutable fitted result.
 - :mod:`families` — ``Binomial``, ``Poisson``, ``Gaussian``, ``Gamma``, ``NegativeBinomial``.
@@ -23,6 +24,7 @@ enable_compilation_cache()
 from . import datasets, families  # noqa: E402
 from .api import Model, build_model, fit  # noqa: E402
 from .batch import ManyResult, fit_many  # noqa: E402
+from .design import model_matrix  # noqa: E402
 from .errors import (  # noqa: E402
     ConvergenceWarning,
     DataWarning,
@@ -34,7 +36,7 @@ from .results import GLMMResult  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "fit", "build_model", "Model", "GLMMResult", "fit_many", "ManyResult", "families",
-    "datasets", "GLMMInputError", "GLMMWarning", "ConvergenceWarning", "SingularFitWarning",
-    "DataWarning", "enable_compilation_cache",
+    "fit", "build_model", "model_matrix", "Model", "GLMMResult", "fit_many", "ManyResult",
+    "families", "datasets", "GLMMInputError", "GLMMWarning", "ConvergenceWarning",
+    "SingularFitWarning", "DataWarning", "enable_compilation_cache",
 ]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .errors import DataWarning, GLMMInputError, warn
 from .families import Binomial, Family, Gaussian
-from .formula import ModelSpec, RandomTerm
+from .formula import ModelSpec, RandomTerm, parse_rhs, pieces
 from .modelmatrix import Encoding, build, contrast_kind, terms_of, variable_values
 from .rsyntax import deparse, names_in
 from .rvalues import CONSTANTS, Value, as_factor, evaluate
@@ -460,3 +460,29 @@ def subset_frame(frame: ModelFrame, rows: np.ndarray) -> ModelFrame:
                    offset=frame.offset[rows], groups=tuple(groups),
                    row_index=frame.row_index[rows], n_dropped=0,
                    weights=frame.weights[rows], prior_weights=pw)
+
+
+def model_matrix(formula: str, data: pd.DataFrame, contrasts: dict | None = None
+                 ) -> pd.DataFrame:
+    """R's ``model.matrix(formula, data, contrasts.arg = contrasts)`` of a one-sided
+    formula: R's terms, codings and column names (rows with missing values dropped;
+    aliased columns kept, as R keeps them).
+
+    >>> import glmm_jax as gj
+    >>> mm = gj.model_matrix("~ poly(Days, 2) + I(Days^2)", gj.datasets.load("sleepstudy"))
+    >>> list(mm.columns)
+    ['(Intercept)', 'poly(Days, 2)1', 'poly(Days, 2)2', 'I(Days^2)']
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise GLMMInputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    tree = parse_rhs(formula)
+    parts = pieces(tree)
+    _check_columns(_columns_of([n for _, n in parts], data), data, "the formula")
+    terms = terms_of(parts)
+    state: dict = {}
+    values = variable_values(terms, data, state)
+    keep = ~np.any([v.na() for v in values], axis=0) if values else np.ones(len(data), bool)
+    values = [_take(v, keep) for v in values]
+    X, names, _ = build(terms, None, _contrasts(contrasts), values=values, state=state,
+                        n=int(keep.sum()))
+    return pd.DataFrame(X, columns=list(names), index=data.index[keep])

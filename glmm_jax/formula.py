@@ -46,14 +46,14 @@ class ModelSpec:
         return tuple(deparse(r) for r in self.response)
 
 
-def _pieces(node: Node, sign: str = "+") -> list[tuple[str, Node]]:
+def pieces(node: Node, sign: str = "+") -> list[tuple[str, Node]]:
     """A right-hand side split at its top-level '+' and '-'."""
     flip = {"+": "-", "-": "+"}
     if isinstance(node, BinOp) and node.op in "+-":
-        return _pieces(node.left, sign) + _pieces(node.right, sign if node.op == "+"
+        return pieces(node.left, sign) + pieces(node.right, sign if node.op == "+"
                                                   else flip[sign])
     if isinstance(node, Unary) and node.op in "+-":
-        return _pieces(node.operand, sign if node.op == "+" else flip[sign])
+        return pieces(node.operand, sign if node.op == "+" else flip[sign])
     return [(sign, node)]
 
 
@@ -86,6 +86,18 @@ def _bar(node: Node) -> BinOp | None:
     if isinstance(node, Unary):
         return _bar(node.operand)
     return None
+
+
+def parse_rhs(formula: str) -> Node:
+    """The right-hand side of a one-sided formula ``"~ terms"`` (or of ``"y ~ terms"``)."""
+    if not isinstance(formula, str):
+        raise GLMMInputError(f"formula must be a string, not {type(formula).__name__}")
+    tree = parse(formula)
+    if isinstance(tree, Unary) and tree.op == "~":
+        return tree.operand
+    if isinstance(tree, BinOp) and tree.op == "~":
+        return tree.right
+    raise _syntax_error(formula, 0, "a one-sided formula starts with '~' (~ terms)")
 
 
 def parse_formula(formula: str) -> ModelSpec:
@@ -123,7 +135,7 @@ def parse_formula(formula: str) -> ModelSpec:
         response = (lhs,)
 
     fixed, random, offsets = [], [], []
-    for sign, node in _pieces(rhs):
+    for sign, node in pieces(rhs):
         rt = _random_term(node, formula)
         off = node if isinstance(node, Call) and node.func == "offset" else None
         if sign == "-" and (off is not None or rt is not None):

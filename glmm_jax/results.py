@@ -278,8 +278,9 @@ class GLMMResult:
         out.append("")
         if f is not None:
             q = np.quantile(self.pearson_residuals(), [0, 0.25, 0.5, 0.75, 1])
-            mx = np.max(np.abs(q))  # R's zapsmall(q, digits + 1)
-            q = np.round(q, max(0, digits + 1 - int(np.ceil(np.log10(mx))))) if mx > 0 else q
+            mx = np.max(np.abs(q))  # R 4.2's zapsmall(q, digits + 1)
+            if mx > 0:
+                q = np.round(q, max(0, int(np.floor(digits + 1 - np.log10(mx) + 0.5))))
             out.append("Scaled residuals: ")
             out += rformat.print_named(["Min", "1Q", "Median", "3Q", "Max"],
                                        rformat.format_real(q, digits))
