@@ -37,6 +37,7 @@ class Value:
     levels: tuple[str, ...] = ()
     ordered: bool = False
     colnames: tuple[str, ...] = field(default=())
+    text: bool = False  # a factor made from a character column (as R's model frame does)
 
     def na(self) -> np.ndarray:
         """Mask of missing entries (rows, for a matrix)."""
@@ -70,12 +71,11 @@ def column(df: pd.DataFrame, name: str) -> Value:
     if pd.api.types.is_numeric_dtype(col):
         return Value("num", col.to_numpy(dtype=float, na_value=np.nan))
     if pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col):
-        arr = col.to_numpy(dtype=object, na_value=None)
-        ok = np.array([v is None or isinstance(v, str) for v in arr])
-        if not ok.all():
-            arr = np.array([None if v is None or v != v else level_label(v) for v in arr],
-                           dtype=object)
-        return Value("chr", arr)
+        if pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty"):
+            col = col.map(lambda v: v if v is None or v != v else level_label(v))
+        cat = pd.Categorical(col)  # hashed; levels sorted as R sorts strings in the C locale
+        return Value("fac", np.asarray(cat.codes, np.int64),
+                     tuple(str(c) for c in cat.categories), text=True)
     raise GLMMInputError(f"column {name!r} has dtype {col.dtype}, which a formula cannot use "
                          "(use numbers, logicals, strings or categories)")
 
@@ -89,20 +89,25 @@ def as_factor(v: Value, what: str) -> Value:
         remap = np.full(len(v.levels), -1)
         remap[used] = np.arange(len(used))
         return Value("fac", np.where(v.data >= 0, remap[v.data], -1),
-                     tuple(v.levels[i] for i in used), v.ordered)
+                     tuple(v.levels[i] for i in used), v.ordered, text=v.text)
     if v.kind == "mat":
         raise GLMMInputError(f"{what} is a matrix and cannot be a factor")
     na = v.na()
-    if v.kind == "chr":
-        uniq, codes = np.unique(v.data[~na].astype(str), return_inverse=True)
-        labels = tuple(uniq.tolist())
+    if v.kind == "chr":  # hashing, then the levels sorted (as R's sort of strings in C)
+        cat = pd.Categorical(v.data[~na].astype(str))
+        return Value("fac", _fill(na, np.asarray(cat.codes, np.int64)),
+                     tuple(str(c) for c in cat.categories))
     else:
         uniq, codes = np.unique(v.data[~na], return_inverse=True)
         labels = tuple(("TRUE" if u else "FALSE") if v.kind == "lgl" else level_label(u)
                        for u in uniq)
-    out = np.full(len(v.data), -1, np.int64)
-    out[~na] = codes.ravel()
-    return Value("fac", out, labels)
+    return Value("fac", _fill(na, codes.ravel().astype(np.int64)), labels)
+
+
+def _fill(na: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    out = np.full(len(na), -1, np.int64)
+    out[~na] = codes
+    return out
 
 
 def numeric(v: Value, what: str) -> np.ndarray:
@@ -171,6 +176,9 @@ def _relevel(args, node, ctx):
 
 def _as_numeric(args, node, ctx):
     v = args["x"]
+    if v.kind == "fac" and v.text:  # a character column: its values read as numbers
+        nums = pd.to_numeric(pd.Series(v.levels, dtype=object), errors="coerce").to_numpy(float)
+        return Value("num", np.where(v.data >= 0, np.append(nums, np.nan)[v.data], np.nan))
     if v.kind == "fac":  # R: the factor's integer codes
         return Value("num", np.where(v.data >= 0, v.data + 1.0, np.nan))
     if v.kind == "chr":
