@@ -182,7 +182,9 @@ class GLMMResult:
     def _family_label(self) -> str:
         fam = self.family
         if fam.name == "negative_binomial":
-            return f"Negative Binomial({rformat.format_real([self.dispersion], 5)[0].strip()})"
+            # MASS::negative.binomial's name: format(round(theta, 4))
+            theta = rformat.format_real([round(self.dispersion, 4)])[0]
+            return f"Negative Binomial({theta})"
         return {"gamma": "Gamma"}.get(fam.name, fam.name)
 
     def _varcorr_lines(self, digits: int) -> list[str]:
