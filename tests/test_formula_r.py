@@ -346,3 +346,24 @@ def test_coefficient_table_is_printcoefmats(case):
     theirs = (R_DIR / REFS["summaries"][case]).read_text().splitlines()
     first = theirs.index("Fixed effects:") + 1
     assert [x.rstrip() for x in lines] == [x.rstrip() for x in theirs[first:first + len(lines)]]
+
+
+def test_offset_argument_equals_the_offset_term(ref_fit):
+    df = data("owls")
+    res = gj.fit("SiblingNegotiation ~ FoodTreatment * SexParent + (1 | Nest)", df,
+                 family="poisson", offset="logBroodSize")
+    ref = ref_fit("owls_poisson")
+    assert res.loglik == pytest.approx(ref.loglik, abs=1e-9)
+    np.testing.assert_allclose(res.beta, ref.beta, atol=1e-8)
+    assert "Offset: logBroodSize" in res.summary().splitlines()
+
+
+def test_correlation_of_fixed_effects_left_out_above_12_columns():
+    df = data("salamanders")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gj.GLMMWarning)
+        res = gj.fit("count ~ spp * mined + (1 | site)", df, family="poisson")
+    assert len(res.x_names) == 14
+    text = res.summary()
+    assert "Correlation matrix not shown by default, as p = 14 > 12." in text
+    assert "Correlation of Fixed Effects:" not in text
