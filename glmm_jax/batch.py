@@ -11,28 +11,24 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .api import (
-    MAX_QUADRATURE_NODES,
-    _result,
-    continue_with_lbfgs,
-    fit_model,
-    frame_arrays,
-    model_from_frame,
-    start_values,
-)
 from .design import ModelFrame, aliased_columns, build_frame, subset_frame
 from .errors import ConvergenceWarning, DataWarning, GLMMInputError, SingularFitWarning, warn
 from .families import Family, get_family
+from .fitresult import Run, make_result
 from .formula import parse_formula
 from .laplace import Structure, chunk_size, make_layout
+from .layout import MAX_QUADRATURE_NODES, frame_arrays
+from .model import continue_with_lbfgs, fit_model, model_from_frame
 from .optimize import newton_fit_many
 from .results import GLMMResult
+from .start import start_values
 
 MEMORY_BUDGET = 2e9  # bytes of working memory one vmapped batch may use (rough model)
 ACCELERATOR_MEMORY_SHARE = 0.25  # on a GPU: this share of its memory, if more
@@ -248,14 +244,16 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
         res = jax.tree.map(np.asarray, res)
         for j, i in enumerate(idx):
             one = jax.tree.map(lambda a, j=j: a[j], res)
+            run = Run(starts[i], max_iter)
+            run.newton(one)
             notes = ()
             if not one.converged:  # as fit()
                 one, notes = continue_with_lbfgs(
-                    one, jax.tree.map(lambda a, j=j: a[j], data), s, max_iter)
+                    one, jax.tree.map(lambda a, j=j: a[j], data), s, max_iter, run)
                 one = jax.tree.map(np.asarray, one)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[keys[i]] = _result(formula, frames[i], fam, s, one, notes)
+            out[keys[i]] = make_result(
+                formula, frames[i], fam, s, one, run, notes,
+                builder=partial(model_from_frame, formula, frames[i], fam, nagq))
     return out
 
 
@@ -267,9 +265,7 @@ def _fit_each(formula, frames, keys, fam, nagq, max_iter, progress):
         items = tqdm(items, total=len(frames), desc="fit_many", unit="dataset")
     out = {}
     for key, frame in items:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out[key] = fit_model(model_from_frame(formula, frame, fam, nagq), max_iter)
+        out[key] = fit_model(model_from_frame(formula, frame, fam, nagq), max_iter)
     return out
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import nested, smallmat
 from .families import Family
-from .laplace import LOG_2PI, MAX_INNER_ITER, row_derivs
+from .laplace import LOG_2PI, MAX_INNER_ITER, TOL_INNER, row_derivs
 
 
 class TermData(NamedTuple):
@@ -243,7 +243,7 @@ def log_det(nh, data: MultiData, s: MultiStructure):
 
 
 def solve_modes(u0, eta0, Ls, log_phi, data: MultiData, s: MultiStructure,
-                tol: float = 1e-6, max_iter: int = MAX_INNER_ITER):
+                tol: float = TOL_INNER, max_iter: int = MAX_INNER_ITER):
     """Joint conditional modes by Newton with step halving (h is strictly concave).
 
     As in laplace.solve_modes, each iteration makes one pass over the rows at the trial

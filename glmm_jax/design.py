@@ -18,7 +18,7 @@ from .errors import DataWarning, GLMMInputError, warn
 from .families import Binomial, Family, Gaussian
 from .formula import ModelSpec, RandomTerm, parse_rhs, pieces
 from .modelmatrix import Encoding, build, contrast_kind, terms_of, variable_values
-from .rsyntax import deparse, names_in
+from .rsyntax import Call, deparse, names_in
 from .rvalues import CONSTANTS, Value, as_factor, evaluate
 
 
@@ -103,8 +103,15 @@ def _check_columns(names: set[str], data: pd.DataFrame, where: str) -> None:
         )
 
 
+def _check_unique_columns(data: pd.DataFrame) -> None:
+    dup = data.columns[data.columns.duplicated()]
+    if len(dup):
+        raise GLMMInputError(f"the data have duplicated column names: "
+                             f"{', '.join(map(str, dict.fromkeys(dup)))}")
+
+
 def _take(v: Value, rows: np.ndarray) -> Value:
-    return Value(v.kind, v.data[rows], v.levels, v.ordered, v.colnames)
+    return replace(v, data=v.data[rows])
 
 
 def _finite(arr: np.ndarray, what: str, index: pd.Index) -> np.ndarray:
@@ -136,7 +143,7 @@ def _vector(value, data: pd.DataFrame, what: str) -> tuple[np.ndarray, str]:
     if arr.ndim != 1 or len(arr) != len(data):
         raise GLMMInputError(f"{what}= must be a column name or one value per row of the data "
                              f"({len(data)} rows); it has shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or arr.dtype == bool:
+    if not np.issubdtype(arr.dtype, np.number) or arr.dtype == bool or np.iscomplexobj(arr):
         raise GLMMInputError(f"{what}= must be numeric, not {arr.dtype}")
     return arr.astype(float), f"{what} (an array)"
 
@@ -332,6 +339,19 @@ def _grouping(term: RandomTerm, df: pd.DataFrame, Z, z_names, enc) -> list[Group
             for k, n in enumerate(z_names)]
 
 
+def _warn_level_order(enc: Encoding) -> None:
+    """Text columns get their levels in R's order in a UTF-8 locale (case-insensitive);
+    R in the C locale sorts by code point: say so where that changes the reference level."""
+    for c in enc.codings:
+        if c.kind == "fac" and c.text and c.contrast == "treatment":
+            c_locale = min(c.levels)
+            if c_locale != c.levels[0]:
+                warn(f"the reference level of text column {c.label!r} is {c.levels[0]!r} "
+                     f"(levels sorted as R sorts them in a UTF-8 locale); R in the C locale "
+                     f"would take {c_locale!r}: to choose, pass a pd.Categorical with the "
+                     "levels in the order you want", DataWarning)
+
+
 def _contrasts(contrasts) -> dict[str, str]:
     if contrasts is None:
         return {}
@@ -351,6 +371,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
         data = pd.DataFrame(data)
     if not isinstance(data, pd.DataFrame):
         raise GLMMInputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    _check_unique_columns(data)
     if not spec.random:
         raise GLMMInputError("the formula has no random term such as (1 | group); "
                              "for a model without random effects use a GLM")
@@ -431,14 +452,14 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
     df = data.loc[keep, group_cols]
     zs = {}
     for k, (expr, side) in enumerate(rsides.items()):
-        zs[expr] = _design(side, parts[f"random{k}"], n, coding,
+        zs[expr] = _design(side, parts[f"random{k}"], n, {},  # (contrasts: X only, as lme4)
                            f"random-effects design of ({deparse(expr)} | ...)", index, state)
-    used = {c.label for e in [enc] + [z[2] for z in zs.values()] if e is not None
-            for c in e.codings if c.kind == "fac"}
+    used = {c.label for c in enc.codings if c.kind == "fac"}
+    _warn_level_order(enc)
     for name in coding:
         if name not in used:
             raise GLMMInputError(
-                f"contrasts= names {name!r}, which is not a factor of the formula "
+                f"contrasts= names {name!r}, which is not a factor of the fixed effects "
                 f"(its factors: {', '.join(sorted(used)) or 'none'})")
     groups = tuple(g for t in rterms for g in _grouping(t, df, *zs[t.expr]))
     return ModelFrame(X, x_names, y, trials, off, groups, response_name, index,
@@ -475,8 +496,10 @@ def model_matrix(formula: str, data: pd.DataFrame, contrasts: dict | None = None
     """
     if not isinstance(data, pd.DataFrame):
         raise GLMMInputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    _check_unique_columns(data)
     tree = parse_rhs(formula)
-    parts = pieces(tree)
+    parts = [(sign, node) for sign, node in pieces(tree)  # offsets are not columns (R)
+             if not (isinstance(node, Call) and node.func == "offset")]
     _check_columns(_columns_of([n for _, n in parts], data), data, "the formula")
     terms = terms_of(parts)
     state: dict = {}
@@ -484,5 +507,5 @@ def model_matrix(formula: str, data: pd.DataFrame, contrasts: dict | None = None
     keep = ~np.any([v.na() for v in values], axis=0) if values else np.ones(len(data), bool)
     values = [_take(v, keep) for v in values]
     X, names, _ = build(terms, None, _contrasts(contrasts), values=values, state=state,
-                        n=int(keep.sum()))
+                        n=int(keep.sum()), drop_unused=False)
     return pd.DataFrame(X, columns=list(names), index=data.index[keep])

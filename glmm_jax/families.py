@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import jax
 import jax.numpy as jnp
+import jax.scipy.special as jsp
 import numpy as np
 from jax.scipy.special import gammaln, log_ndtr
 from scipy import special
@@ -21,46 +23,30 @@ from scipy import special
 from .errors import GLMMInputError
 
 
-def _inverse_link(link: str, eta):
-    eta = np.asarray(eta, dtype=float)
-    if link == "logit":
-        return special.expit(eta)
-    if link == "probit":
-        return special.ndtr(eta)
-    if link == "cloglog":
-        return -np.expm1(-np.exp(eta))
-    if link == "log":
-        return np.exp(eta)
-    return eta
+def _xp(x):
+    """The array library of ``x``: JAX for JAX arrays and tracers (so autodiff works),
+    NumPy/SciPy otherwise (start values and tables, without dispatching JAX)."""
+    return (jnp, jsp) if isinstance(x, jax.Array) else (np, special)
 
 
-def _mu_eta(link: str, eta):
-    eta = np.asarray(eta, dtype=float)
-    if link == "logit":
-        mu = special.expit(eta)
-        return mu * (1.0 - mu)
-    if link == "probit":
-        return np.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)
-    if link == "cloglog":
-        return np.exp(eta - np.exp(eta))
-    if link == "log":
-        return np.exp(eta)
-    return np.ones_like(eta)
+def _asarray(x):
+    return x if isinstance(x, jax.Array) else np.asarray(x, dtype=float)
 
 
-def _link(link: str, mu):
-    mu = np.asarray(mu, dtype=float)
-    if link == "logit":
-        return np.log(mu / (1.0 - mu))
-    if link == "probit":
-        from scipy.special import ndtri
-
-        return ndtri(mu)
-    if link == "cloglog":
-        return np.log(-np.log1p(-mu))
-    if link == "log":
-        return np.log(mu)
-    return mu
+# link: (g(mu), g^-1(eta), d mu / d eta), each given the array and (xp, special)
+_LINKS = {
+    "logit": (lambda mu, xp, sp: sp.logit(mu), lambda eta, xp, sp: sp.expit(eta),
+              lambda eta, xp, sp: sp.expit(eta) * sp.expit(-eta)),
+    "probit": (lambda mu, xp, sp: sp.ndtri(mu), lambda eta, xp, sp: sp.ndtr(eta),
+               lambda eta, xp, sp: xp.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)),
+    "cloglog": (lambda mu, xp, sp: xp.log(-xp.log1p(-mu)),
+                lambda eta, xp, sp: -xp.expm1(-xp.exp(eta)),
+                lambda eta, xp, sp: xp.exp(eta - xp.exp(eta))),
+    "log": (lambda mu, xp, sp: xp.log(mu), lambda eta, xp, sp: xp.exp(eta),
+            lambda eta, xp, sp: xp.exp(eta)),
+    "identity": (lambda mu, xp, sp: mu * 1.0, lambda eta, xp, sp: eta * 1.0,
+                 lambda eta, xp, sp: xp.ones_like(eta)),
+}
 
 
 @dataclass(frozen=True)
@@ -85,17 +71,33 @@ class Family:
     def has_dispersion(self) -> bool:
         return self.dispersion_name is not None
 
-    def link_fn(self, mu):
-        """Link function on NumPy arrays (used for starting values)."""
-        return _link(self.link, mu)
+    def linkfun(self, mu):
+        """The link g(mu); JAX in, JAX out (differentiable), NumPy in, NumPy out."""
+        mu = _asarray(mu)
+        return _LINKS[self.link][0](mu, *_xp(mu))
 
-    def inverse_link(self, eta):
-        """Inverse link (the conditional mean) on NumPy arrays."""
-        return _inverse_link(self.link, eta)
+    def linkinv(self, eta):
+        """The inverse link (the conditional mean of one trial) at ``eta``.
+
+        >>> round(float(Binomial().linkinv(0.35)), 4)
+        0.5866
+        """
+        eta = _asarray(eta)
+        return _LINKS[self.link][1](eta, *_xp(eta))
 
     def mu_eta(self, eta):
-        """d mean / d eta on NumPy arrays."""
-        return _mu_eta(self.link, eta)
+        """d mean / d eta."""
+        eta = _asarray(eta)
+        return _LINKS[self.link][2](eta, *_xp(eta))
+
+    def sample(self, key, mu, log_phi=0.0, trials=1.0):
+        """Draws of y given its conditional mean ``mu`` (per trial for the binomial), the
+        log dispersion and the trials (Gaussian: precision weights); JAX."""
+        raise NotImplementedError  # pragma: no cover - each family defines it
+
+    def cdf(self, y, mu, log_phi=0.0, trials=1.0):
+        """P(Y <= y) given the conditional mean (JAX)."""
+        raise NotImplementedError  # pragma: no cover - each family defines it
 
     def logpdf(self, y, eta, trials, log_phi):  # pragma: no cover - abstract
         """Log density less ``log_const`` (JAX, elementwise)."""
@@ -147,6 +149,15 @@ class Binomial(Family):
     def variance(self, mu, log_phi):
         return mu * (1.0 - mu)
 
+    def sample(self, key, mu, log_phi=0.0, trials=1.0):
+        n = jnp.broadcast_to(jnp.asarray(trials, float), jnp.shape(mu))
+        return jax.random.binomial(key, n, mu).astype(float)
+
+    def cdf(self, y, mu, log_phi=0.0, trials=1.0):
+        n = jnp.asarray(trials, float)
+        inside = jsp.betainc(jnp.maximum(n - y, 1e-300), y + 1.0, 1.0 - mu)
+        return jnp.where(y < 0, 0.0, jnp.where(y >= n, 1.0, inside))
+
     def log_const(self, y, trials):
         if np.all(trials == 1.0):  # 0/1 responses: log C(1, y) = 0
             return np.zeros(np.shape(y))
@@ -173,6 +184,12 @@ class Poisson(Family):
     def variance(self, mu, log_phi):
         return mu
 
+    def sample(self, key, mu, log_phi=0.0, trials=1.0):
+        return jax.random.poisson(key, mu, jnp.shape(mu)).astype(float)
+
+    def cdf(self, y, mu, log_phi=0.0, trials=1.0):
+        return jnp.where(y < 0, 0.0, jsp.gammaincc(jnp.floor(y) + 1.0, mu))
+
     def log_const(self, y, trials):
         return -special.gammaln(y + 1.0)
 
@@ -196,7 +213,15 @@ class Gaussian(Family):
         return -0.5 * trials * r * r - log_phi
 
     def variance(self, mu, log_phi):
-        return np.full(np.shape(mu), np.exp(2.0 * log_phi))
+        xp = _xp(mu)[0]
+        return xp.zeros_like(mu) + xp.exp(2.0 * log_phi)
+
+    def sample(self, key, mu, log_phi=0.0, trials=1.0):
+        sd = jnp.exp(log_phi) / jnp.sqrt(trials)
+        return mu + sd * jax.random.normal(key, jnp.shape(mu))
+
+    def cdf(self, y, mu, log_phi=0.0, trials=1.0):
+        return jsp.ndtr((y - mu) * jnp.sqrt(trials) / jnp.exp(log_phi))
 
     def log_const(self, y, trials):
         return 0.5 * np.log(trials) - 0.5 * np.log(2.0 * np.pi)
@@ -220,7 +245,15 @@ class Gamma(Family):
         return nu * (log_phi - eta + jnp.log(y)) - nu * y * jnp.exp(-eta) - gammaln(nu)
 
     def variance(self, mu, log_phi):
-        return mu * mu * np.exp(-log_phi)
+        return mu * mu * _xp(mu)[0].exp(-log_phi)
+
+    def sample(self, key, mu, log_phi=0.0, trials=1.0):
+        shape = jnp.exp(log_phi)
+        return jax.random.gamma(key, shape * jnp.ones(jnp.shape(mu))) * mu / shape
+
+    def cdf(self, y, mu, log_phi=0.0, trials=1.0):
+        shape = jnp.exp(log_phi)
+        return jnp.where(y <= 0, 0.0, jsp.gammainc(shape, shape * jnp.maximum(y, 0.0) / mu))
 
     def log_const(self, y, trials):
         return -np.log(y)
@@ -249,7 +282,18 @@ class NegativeBinomial(Family):
         return gammaln(y + th) - gammaln(th) + th * (log_phi - log_th_mu) + y * (eta - log_th_mu)
 
     def variance(self, mu, log_phi):
-        return mu + mu * mu * np.exp(-log_phi)
+        return mu + mu * mu * _xp(mu)[0].exp(-log_phi)
+
+    def sample(self, key, mu, log_phi=0.0, trials=1.0):
+        k1, k2 = jax.random.split(key)
+        theta = jnp.exp(log_phi)
+        rate = jax.random.gamma(k1, theta * jnp.ones(jnp.shape(mu))) * mu / theta
+        return jax.random.poisson(k2, rate, jnp.shape(mu)).astype(float)
+
+    def cdf(self, y, mu, log_phi=0.0, trials=1.0):
+        theta = jnp.exp(log_phi)
+        p = theta / (theta + mu)
+        return jnp.where(y < 0, 0.0, jsp.betainc(theta, jnp.floor(y) + 1.0, p))
 
     def log_const(self, y, trials):
         return -special.gammaln(y + 1.0)

@@ -248,10 +248,11 @@ def grad_negHess(u, eta0, L, log_phi, data: ClusterData, s: Structure):
 
 
 MAX_INNER_ITER = 100
+TOL_INNER = 1e-6  # largest mode step at which the inner Newton stops (modes ~ TOL_INNER**2)
 
 
 def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
-                tol: float = 1e-6, max_iter: int = MAX_INNER_ITER):
+                tol: float = TOL_INNER, max_iter: int = MAX_INNER_ITER):
     """Conditional modes of every cluster by damped Newton (h_j is strictly concave).
 
     Each iteration makes one pass over the rows: it evaluates h, its gradient and Hessian

@@ -67,7 +67,10 @@ class _Expander:
         """(terms as a list of frozensets, intercept: True/False/None if not said)."""
         if isinstance(node, Paren):
             return self.expand(node.inner)
-        if isinstance(node, Num) and node.value in (0.0, 1.0):
+        if isinstance(node, Num):
+            if node.value not in (0.0, 1.0):
+                raise GLMMInputError(f"invalid model formula: the number {deparse(node)} at "
+                                     f"position {node.pos} is not a term (only 0 and 1 are)")
             return [], node.value == 1.0
         if isinstance(node, Unary) and node.op == "+":
             return self.expand(node.operand)
@@ -181,6 +184,7 @@ class VarCoding:
     colnames: tuple[str, ...] = ()  # suffixes of a matrix's columns ("" for one column)
     levels: tuple[str, ...] = ()
     contrast: str = "treatment"
+    text: bool = False  # levels sorted from a text column
 
 
 @dataclass(frozen=True)
@@ -268,25 +272,27 @@ def _assemble(enc: Encoding, values: list[Value], n: int) -> np.ndarray:
     return np.column_stack(cols) if cols else np.zeros((n, 0))
 
 
-def _coding(label: str, v: Value, contrasts: dict) -> tuple[VarCoding, Value]:
+def _coding(label: str, v: Value, contrasts: dict, drop: bool) -> tuple[VarCoding, Value]:
     if v.kind in ("num",):
         return VarCoding(label, "num", ("",)), v
     if v.kind == "mat":
         return VarCoding(label, "num", v.colnames), v
-    f = as_factor(v, label)
+    f = as_factor(v, label, drop=drop)
     if len(f.levels) < 2:
         raise GLMMInputError(f"{label!r} has {len(f.levels)} level in the rows used; a factor "
                              "needs at least 2 (contrasts can be applied only to factors with "
                              "2 or more levels)")
     kind = contrasts.get(label, "poly" if f.ordered else "treatment")
-    return VarCoding(label, "fac", levels=f.levels, contrast=kind), f
+    return VarCoding(label, "fac", levels=f.levels, contrast=kind, text=f.text), f
 
 
 def build(terms: Terms, df: pd.DataFrame | None, contrasts: dict,
-          values: list[Value] | None = None, state: dict | None = None, n: int | None = None):
+          values: list[Value] | None = None, state: dict | None = None, n: int | None = None,
+          drop_unused: bool = True):
     """The model matrix of ``terms`` on ``df`` (or, with ``df=None``, on ``n`` rows whose
     variables are already evaluated in ``values``), its column names and its
-    :class:`Encoding`."""
+    :class:`Encoding`. ``drop_unused``: factor levels that no row uses are dropped (as
+    lme4 does; R's model.matrix keeps them)."""
     state = {} if state is None else state
     if values is None:
         values = variable_values(terms, df, state)
@@ -294,7 +300,7 @@ def build(terms: Terms, df: pd.DataFrame | None, contrasts: dict,
     labels = terms.var_labels()
     codings, coded = [], []
     for label, v in zip(labels, values, strict=True):
-        c, v = _coding(label, v, contrasts)
+        c, v = _coding(label, v, contrasts, drop_unused)
         codings.append(c)
         coded.append(v)
     contrasted = []
@@ -304,7 +310,9 @@ def build(terms: Terms, df: pd.DataFrame | None, contrasts: dict,
         flags = []
         for i in t:
             rest = frozenset(t) - {i}
-            flags.append(not rest or rest in prior)
+            # R's TermCode: contrasts when the term without this factor is (within) an
+            # earlier term (or empty), indicators otherwise
+            flags.append(not rest or any(rest <= p for p in prior))
         if not first_factor_done:
             fac = [k for k, i in enumerate(t) if codings[i].kind == "fac"]
             if fac:

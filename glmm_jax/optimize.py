@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import lmm, xla
 from .crossed import MultiStructure
@@ -30,6 +31,8 @@ class NewtonResult(NamedTuple):
     converged: jax.Array
     line_search_failed: jax.Array
     inner_converged: jax.Array  # the conditional modes at theta met their tolerance
+    f0: jax.Array  # -log L at theta0
+    n_eval: jax.Array  # points evaluated (accepted or not)
 
 
 def _vgh(f, theta, u_hat, data, s):
@@ -78,11 +81,19 @@ class _State(NamedTuple):
     failed: jax.Array
     inner_ok: jax.Array  # modes at theta converged
     risky: jax.Array  # the next trial may well fail: check its value before its Hessian
+    f0: jax.Array
+    n_eval: jax.Array
+
+
+TOL = 1e-12  # Newton decrement g' H^-1 g below TOL (1 + |f|): converged
+MAX_STEP = 5.0  # longest Newton step (Euclidean norm in theta)
 
 
 def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100,
-                tol: float = 1e-12, max_step: float = 5.0) -> NewtonResult:
-    """Minimize -log L from theta0; u0 are starting conditional modes.
+                free=None, tol: float = TOL, max_step: float = MAX_STEP) -> NewtonResult:
+    """Minimize -log L from theta0; u0 are starting conditional modes; ``free`` (1/0 per
+    entry of theta, default all 1) marks the entries that move: the others stay at
+    theta0 (the Newton system is solved in the free entries only).
 
     One loop evaluates one trial point per pass, with its value, exact gradient and
     Hessian (full Newton steps are almost always accepted, so a separate value-only
@@ -93,15 +104,17 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     """
     n = theta0.shape[0]
     value_first = isinstance(s, MultiStructure)
+    free = jnp.ones(n, theta0.dtype) if free is None else free
 
     def accept(st: _State, theta, u, inner_ok, f, g, H):
-        d, pos_def = _direction(g, H)
-        decrement = -(g @ d)
+        d, pos_def = _direction(g * free, H * free[:, None] * free[None, :]
+                                + jnp.diag(1.0 - free))
+        decrement = -(g @ d)  # (d is 0 in the fixed entries)
         converged = pos_def & (decrement < tol * (1.0 + jnp.abs(f)))
         d = d * jnp.minimum(1.0, max_step / jnp.linalg.norm(d))
         return st._replace(theta=theta, u=u, f=f, g=g, H=H, d=d, alpha=jnp.ones(()),
                            n_iter=st.n_iter + 1, converged=converged, inner_ok=inner_ok,
-                           risky=~pos_def)
+                           risky=~pos_def, f0=jnp.where(st.n_iter == 0, f, st.f0))
 
     def reject(st: _State, theta, u, inner_ok, f, g, H):
         alpha = 0.5 * st.alpha
@@ -128,6 +141,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         else:
             f, g, H = value_grad_hess(theta, u, data, s)
         ok = f <= bound
+        st = st._replace(n_eval=st.n_eval + 1)
         return jax.lax.cond(ok, accept, reject, st, theta, u, inner_iter < MAX_INNER_ITER,
                             f, g, H)
 
@@ -137,11 +151,11 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     zero = jnp.zeros(())
     init = _State(theta0, u0, jnp.asarray(jnp.inf), jnp.zeros(n), jnp.zeros((n, n)),
                   jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False),
-                  jnp.asarray(True), jnp.asarray(False))
+                  jnp.asarray(True), jnp.asarray(False), jnp.asarray(jnp.inf), jnp.asarray(0))
     st = jax.lax.while_loop(cond, body, init)
     u, u_cov = conditional(st.theta, st.u, data, s)
     return NewtonResult(st.theta, u, st.f, st.g, st.H, u_cov, st.n_iter, st.converged,
-                        st.failed, st.inner_ok)
+                        st.failed, st.inner_ok, st.f0, st.n_eval)
 
 
 SMALL_ROWS = 2**18  # one grouping factor, up to this many rows: xla.SMALL's emitters
@@ -156,9 +170,10 @@ def newton_program(data, s):
     return _newton_fit_small_jit if small else _newton_fit_jit
 
 
-def newton_fit(theta0, u0, data, s, max_iter: int = 100) -> NewtonResult:
+def newton_fit(theta0, u0, data, s, max_iter: int = 100, free=None) -> NewtonResult:
     """Minimize -log L from theta0 (see ``_newton_fit``), compiled for the model's size."""
-    return newton_program(data, s)(theta0, u0, data, s, max_iter=max_iter)
+    free = np.ones(len(theta0)) if free is None else np.asarray(free, dtype=float)
+    return newton_program(data, s)(theta0, u0, data, s, max_iter=max_iter, free=free)
 
 
 @partial(xla.jit, static_argnames=("s", "max_iter"))
@@ -169,16 +184,19 @@ def newton_fit_many(theta0, u0, data: ClusterData, s: Structure, max_iter: int =
 
 @partial(xla.jit, static_argnames=("s", "max_iter"))
 def lbfgs_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 500,
-              gtol: float = 1e-6):
+              gtol: float = 1e-6, free=None):
     """Fallback: optax L-BFGS (zoom line search) on -log L from theta0.
 
     Used when Newton stops early; its result is handed back to Newton for the exact
     Hessian and a final convergence check. Modes are re-solved from u0 at every point.
-    Returns (theta, number of iterations).
+    The entries where ``free`` is 0 stay at theta0. Returns (theta, number of iterations).
     """
     import optax
 
-    def f(theta):
+    free = jnp.ones_like(theta0) if free is None else free
+
+    def f(t):
+        theta = theta0 + free * (t - theta0)
         u, _ = modes(jax.lax.stop_gradient(theta), u0, data, s)
         return negloglik(theta, u, data, s)
 
@@ -198,4 +216,4 @@ def lbfgs_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 500,
 
     init = (theta0, opt.init(theta0), jnp.asarray(jnp.inf), jnp.asarray(0))
     theta, _, _, it = jax.lax.while_loop(cond, body, init)
-    return theta, it
+    return theta0 + free * (theta - theta0), it

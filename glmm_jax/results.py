@@ -31,6 +31,37 @@ class TermFit:
 
 
 @dataclass(frozen=True)
+class Convergence:
+    """How a fit ended, as MixedModels.jl's OptSummary.
+
+    ``status`` is "converged", "iteration_limit", "line_search_failed",
+    "modes_not_converged" or "not_finite", with ``message`` saying what failed.
+    ``methods``: the optimizers run in order (Newton, and after an early stop the L-BFGS
+    fallback and Newton again). Objectives are -log L. ``grad_norm`` is the largest
+    entry of the Newton step H^-1 g (lme4's scaled gradient; inf where H is not positive
+    definite), ``max_abs_grad`` the largest gradient entry, ``min_eigenvalue`` the
+    smallest eigenvalue of the Hessian (of the free entries, when some are ``fixed``).
+    """
+
+    status: str
+    message: str
+    methods: tuple[str, ...]
+    theta_start: np.ndarray
+    theta_final: np.ndarray
+    objective_start: float
+    objective_final: float
+    n_iter: int  # Newton iterations (accepted points), over all Newton runs
+    n_eval: int  # points Newton evaluated
+    n_lbfgs: int  # L-BFGS iterations
+    grad_norm: float
+    max_abs_grad: float
+    min_eigenvalue: float
+    tolerances: dict
+    fixed: tuple[str, ...]  # theta entries held fixed
+    time_s: float  # wall time of the fit, start values included
+
+
+@dataclass(frozen=True)
 class GLMMResult:
     """A fitted GLMM. Tables are returned as new pandas objects on every access."""
 
@@ -54,6 +85,23 @@ class GLMMResult:
     n_dropped: int = 0
     aliased: tuple[str, ...] = ()
     frame: ModelFrame | None = field(default=None, repr=False, compare=False)
+    hessian: np.ndarray | None = None  # exact Hessian of -loglik in theta (also where not PD)
+    gradient: np.ndarray | None = None  # gradient of -loglik in theta at the estimates
+    convergence: Convergence | None = None
+    model_: object = field(default=None, repr=False, compare=False)
+    builder: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def model(self):
+        """The fitted Model (built on first access for fits from ``fit_many``)."""
+        if self.model_ is None and self.builder is not None:
+            object.__setattr__(self, "model_", self.builder())
+        return self.model_
+
+    @property
+    def theta_names(self) -> list[str]:
+        """Names of the entries of ``theta`` (as ``Model.theta_names``)."""
+        return self.model.theta_names
 
     # ---- scalars ---------------------------------------------------------------
     @property
@@ -170,7 +218,7 @@ class GLMMResult:
         """Scaled Pearson residuals as lme4's ``residuals(m, "pearson", scaled = TRUE)``:
         (y - mu) sqrt(prior weight) / sqrt(Var(y)), with the dispersion in Var(y)."""
         f, fam = self.frame, self.family
-        mu = fam.inverse_link(self._linear_predictor())
+        mu = fam.linkinv(self._linear_predictor())
         if fam.name == "binomial":
             return (f.y / f.trials - mu) * np.sqrt(f.weights * f.trials) / \
                 np.sqrt(mu * (1.0 - mu))
@@ -229,8 +277,8 @@ class GLMMResult:
         sd = np.sqrt(np.diag(self.beta_cov))
         corr = self.beta_cov / np.outer(sd, sd)
         cf = np.asarray(rformat.format_real(np.round(corr, 3).ravel(), 7, nsmall=3)).reshape(p, p)
-        rows = [rformat.abbreviate(n, 11) for n in self.x_names]
-        cols = [rformat.abbreviate(n, 6) for n in self.x_names]
+        rows = rformat.abbreviate_all(self.x_names, 11)
+        cols = rformat.abbreviate_all(self.x_names, 6)
         cells = [[cf[i, j] if j < i else "" for j in range(p - 1)] for i in range(1, p)]
         return ["", "Correlation of Fixed Effects:",
                 *rformat.print_matrix(rows[1:], cols[:-1], cells)]
@@ -254,7 +302,8 @@ class GLMMResult:
             f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}"
         gaussian = self.family.name == "gaussian"
         if gaussian:
-            title = "Linear mixed model fit by " + ("REML" if self.reml else "maximum likelihood")
+            title = "Linear mixed model fit by " + ("REML" if self.reml else
+                                                     "maximum likelihood ")  # (lme4's space)
         else:
             title = f"Generalized linear mixed model fit by maximum likelihood ({method})"
         out = _wrap(title, 78, "  ", " [glmm_jax]")
@@ -265,7 +314,7 @@ class GLMMResult:
         if f is not None and f.weights_label is not None:
             out.append(f"Weights: {f.weights_label}")
         if f is not None and f.offset_label is not None:
-            out.append(f"Offset: {f.offset_label}")
+            out.append(f" Offset: {f.offset_label}")
         if f is not None and f.response_note is not None:
             out.append(f"Response: {f.response_note}")
         out.append("")
@@ -308,9 +357,8 @@ class GLMMResult:
             out += self._fixef_correlation()
         if not self.converged:
             out += ["", "WARNING: the fit did NOT converge; estimates are not reliable."]
-        if self.singular:
-            out += ["", "boundary (singular) fit: a variance is ~0 or a correlation ~±1"]
-        out += [f"  note: {m}" for m in self.messages]
+        if self.messages:
+            out += [""] + list(self.messages)  # (lme4 prints its messages at the end)
         return "\n".join(out)
 
     def __repr__(self) -> str:

@@ -31,7 +31,7 @@ def _sci_parts(x: float, digits: int) -> tuple[bool, int, int]:
 def format_real(values, digits: int = 7, nsmall: int = 0) -> list[str]:
     """R's ``format(x, digits = digits, nsmall = nsmall)`` of a numeric vector: one
     notation and number of decimals for all, right-justified to a common width."""
-    x = [float(v) for v in np.ravel(np.asarray(values, dtype=float))]
+    x = [float(v) + 0.0 for v in np.ravel(np.asarray(values, dtype=float))]  # no -0
     fin = [v for v in x if math.isfinite(v)]
     rgt, mxsl, mxns, neg = 0, 1, 1, False
     mxe, mne = 0, 0
@@ -123,6 +123,18 @@ def abbreviate(name: str, minlength: int) -> str:
     if len(b) > minlength:
         b = [ch for k, ch in enumerate(b) if k == 0 or not ch.isspace()]
     return "".join(b)
+
+
+def abbreviate_all(names, minlength: int) -> list[str]:
+    """R's ``abbreviate(names, minlength)``: where abbreviations collide, those names are
+    abbreviated again with a larger minlength until they differ."""
+    out = [abbreviate(n, minlength) for n in names]
+    m = minlength
+    while len(set(out)) < len(out) and m < max(map(len, names)):
+        m += 1
+        dup = {a for a in out if out.count(a) > 1}
+        out = [abbreviate(n, m) if a in dup else a for n, a in zip(names, out, strict=True)]
+    return out
 
 
 def print_named(names, cells) -> list[str]:

@@ -246,8 +246,8 @@ def deparse(node: Node) -> str:
             return node.id
         ok = _SYNTACTIC.fullmatch(node.id) and node.id not in _RESERVED
         return node.id if ok else f"`{node.id}`"
-    if isinstance(node, Num):
-        return format_number(node.value) + ("L" if node.integer else "")
+    if isinstance(node, Num):  # (as R's term labels: 2L prints as 2)
+        return format_number(node.value)
     if isinstance(node, Str):
         return '"' + node.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(node, Call):

@@ -73,18 +73,34 @@ def column(df: pd.DataFrame, name: str) -> Value:
     if pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col):
         if pd.api.types.infer_dtype(col, skipna=True) not in ("string", "empty"):
             col = col.map(lambda v: v if v is None or v != v else level_label(v))
-        cat = pd.Categorical(col)  # hashed; levels sorted as R sorts strings in the C locale
-        return Value("fac", np.asarray(cat.codes, np.int64),
-                     tuple(str(c) for c in cat.categories), text=True)
+        return text_factor(col)
     raise GLMMInputError(f"column {name!r} has dtype {col.dtype}, which a formula cannot use "
                          "(use numbers, logicals, strings or categories)")
 
 
-def as_factor(v: Value, what: str) -> Value:
-    """R's as.factor: characters get sorted levels, numbers sorted numeric levels."""
+def collation_key(level: str):
+    """R's order of text in a UTF-8 locale, for letters and digits: case-insensitive,
+    lower case first on ties ("a" < "B" < "b"; the C locale puts "B" before "a")."""
+    return level.casefold(), level.swapcase()
+
+
+def text_factor(col: pd.Series) -> Value:
+    """A factor of a text column: hashed, then levels in R's (UTF-8 locale) order."""
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    labels = [str(u) for u in uniques]
+    order = sorted(range(len(labels)), key=lambda i: collation_key(labels[i]))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    codes = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1)
+    return Value("fac", codes.astype(np.int64), tuple(labels[i] for i in order), text=True)
+
+
+def as_factor(v: Value, what: str, drop: bool = True) -> Value:
+    """R's as.factor: characters get sorted levels, numbers sorted numeric levels;
+    ``drop``: levels no row uses are dropped."""
     if v.kind == "fac":
         used = np.unique(v.data[v.data >= 0])
-        if len(used) == len(v.levels):
+        if len(used) == len(v.levels) or not drop:
             return v
         remap = np.full(len(v.levels), -1)
         remap[used] = np.arange(len(used))
@@ -93,10 +109,9 @@ def as_factor(v: Value, what: str) -> Value:
     if v.kind == "mat":
         raise GLMMInputError(f"{what} is a matrix and cannot be a factor")
     na = v.na()
-    if v.kind == "chr":  # hashing, then the levels sorted (as R's sort of strings in C)
-        cat = pd.Categorical(v.data[~na].astype(str))
-        return Value("fac", _fill(na, np.asarray(cat.codes, np.int64)),
-                     tuple(str(c) for c in cat.categories))
+    if v.kind == "chr":
+        f = text_factor(pd.Series(v.data))
+        return Value("fac", f.data, f.levels)
     else:
         uniq, codes = np.unique(v.data[~na], return_inverse=True)
         labels = tuple(("TRUE" if u else "FALSE") if v.kind == "lgl" else level_label(u)
@@ -126,26 +141,44 @@ def _num1(fn):
     return (("x",), f)
 
 
-def _const(args, key, default, node):
+def _const(args, key, default, node, kinds=("num", "lgl", "chr")):
+    """A constant argument, of one of the value ``kinds``."""
     v = args.get(key)
     if v is None:
         return default
-    if v.data.ndim != 0:
+    if v.data.ndim != 0 or v.kind not in kinds:
+        what = {"num": "a number", "lgl": "TRUE or FALSE", "chr": "a string"}
         raise GLMMInputError(f"argument {key!r} of {node.func}() at position {node.pos} must be "
-                             "a single value")
+                             + " or ".join(what[k] for k in kinds))
     return bool(v.data.item()) if v.kind == "lgl" else v.data.item()
 
 
 def _log(args, node, ctx):
     x = numeric(args["x"], "the argument of log()")
-    base = _const(args, "base", math.e, node)
+    base = _const(args, "base", math.e, node, ("num",))
+    if not base > 0 or base == 1:
+        raise GLMMInputError(f"log() at position {node.pos}: base must be positive and not 1")
     with np.errstate(all="ignore"):
         return Value("num", np.log(x) / math.log(base))
 
 
 def _round(args, node, ctx):
-    digits = int(_const(args, "digits", 0, node))
-    return Value("num", np.round(numeric(args["x"], "the argument of round()"), digits))
+    digits = int(_const(args, "digits", 0, node, ("num",)))
+    return Value("num", r_round(numeric(args["x"], "the argument of round()"), digits))
+
+
+def r_round(x: np.ndarray, digits: int) -> np.ndarray:
+    """R 4's round(x, digits): of the two candidates with ``digits`` decimals around x,
+    the nearer in double arithmetic; on a tie, the even one (round(1.05, 1) is 1)."""
+    p10 = 10.0**digits
+    ax = np.abs(x)
+    with np.errstate(invalid="ignore"):
+        x10 = ax * p10
+        i10 = np.floor(x10)
+        xd, xu = i10 / p10, np.ceil(x10) / p10
+        du, dd = xu - ax, ax - xd
+        up = (du < dd) | ((du == dd) & (np.mod(i10, 2) == 1))
+    return np.sign(x) * np.where(up, xu, xd) + 0.0
 
 
 def _identity(args, node, ctx):
@@ -153,7 +186,8 @@ def _identity(args, node, ctx):
 
 
 def _factor(args, node, ctx):
-    return as_factor(args["x"], deparse(node))
+    v = as_factor(args["x"], deparse(node))
+    return Value("fac", v.data, v.levels, v.ordered)  # a factor now, not text
 
 
 def _ordered(args, node, ctx):
@@ -162,8 +196,16 @@ def _ordered(args, node, ctx):
 
 
 def _relevel(args, node, ctx):
+    if args["x"].kind not in ("fac",) or args["x"].ordered:
+        raise GLMMInputError(f"relevel() at position {node.pos} is for unordered factors and "
+                             "text columns")
     v = as_factor(args["x"], deparse(node))
-    ref = level_label(_const(args, "ref", None, node))
+    ref = _const(args, "ref", None, node, ("num", "chr"))
+    if isinstance(ref, float):  # R: a number is the position of the level
+        if not (ref == int(ref) and 1 <= ref <= len(v.levels)):
+            raise GLMMInputError(f"relevel() at position {node.pos}: ref = {ref:g} is not a "
+                                 f"level position (1 to {len(v.levels)})")
+        ref = v.levels[int(ref) - 1]
     if ref not in v.levels:
         raise GLMMInputError(f"relevel() at position {node.pos}: {ref!r} is not a level "
                              f"(levels: {', '.join(v.levels)})")
@@ -184,6 +226,10 @@ def _as_numeric(args, node, ctx):
     if v.kind == "chr":
         return Value("num", pd.to_numeric(pd.Series(v.data), errors="coerce").to_numpy(float))
     return Value("num", numeric(v, "the argument of as.numeric()").astype(float))
+
+
+def _as_integer(args, node, ctx):
+    return Value("num", np.trunc(_as_numeric(args, node, ctx).data))
 
 
 def _as_logical(args, node, ctx):
@@ -211,9 +257,9 @@ def _scale(args, node, ctx):
     key = ("scale", node.pos)
     if ctx.fitting:
         ok = x[~np.isnan(x)]
-        center = _const(args, "center", True, node)
+        center = _const(args, "center", True, node, ("num", "lgl"))
         c = float(np.mean(ok)) if center is True else (0.0 if center is False else float(center))
-        sc = _const(args, "scale", True, node)
+        sc = _const(args, "scale", True, node, ("num", "lgl"))
         dev = ok - c
         s = float(np.sqrt(np.sum(dev**2) / max(1, len(dev) - 1))) if sc is True else \
             (1.0 if sc is False else float(sc))
@@ -226,18 +272,20 @@ def _poly(args, node, ctx):
     """R's poly(x, degree, raw = FALSE): orthogonal polynomials (three-term recurrence
     with the fitted coefficients alpha, norm2, as R's predict.poly), or raw powers."""
     x = numeric(args["x"], "the argument of poly()")
-    degree = int(_const(args, "degree", 1, node))
-    raw = bool(_const(args, "raw", False, node))
-    if degree < 1:
-        raise GLMMInputError(f"poly() at position {node.pos}: degree must be at least 1")
+    degree = _const(args, "degree", 1.0, node, ("num",))
+    raw = _const(args, "raw", False, node, ("lgl",))
+    if degree < 1 or degree != int(degree):
+        raise GLMMInputError(f"poly() at position {node.pos}: degree must be a whole number "
+                             "of at least 1")
+    degree = int(degree)
+    if ctx.fitting and np.isnan(x).any():
+        raise GLMMInputError(f"poly() at position {node.pos}: missing values are not "
+                             "allowed in 'poly' (as in R)")
     if raw:
         return Value("mat", x[:, None] ** np.arange(1, degree + 1),
                      colnames=tuple(str(k) for k in range(1, degree + 1)))
     key = ("poly", node.pos)
     if ctx.fitting:
-        if np.isnan(x).any():
-            raise GLMMInputError(f"poly() at position {node.pos}: missing values are not "
-                                 "allowed in 'poly' (as in R)")
         if degree >= len(np.unique(x)):
             raise GLMMInputError(f"poly() at position {node.pos}: 'degree' must be less than "
                                  "the number of unique points")
@@ -269,12 +317,13 @@ FUNCTIONS = {
     "factor": (("x",), _factor), "as.factor": (("x",), _factor),
     "ordered": (("x",), _ordered), "relevel": (("x", "ref"), _relevel),
     "as.numeric": (("x",), _as_numeric), "as.double": (("x",), _as_numeric),
-    "as.integer": (("x",), _as_numeric), "as.logical": (("x",), _as_logical),
-    "ifelse": (("test", "yes", "no"), _ifelse),
+    "as.integer": (("x",), _as_integer), "as.logical": (("x",), _as_logical),
+    "ifelse": (("test", "yes", "no"), _ifelse),  # (all required: see REQUIRED)
     "pmin": _pminmax(np.minimum), "pmax": _pminmax(np.maximum),
     "scale": (("x", "center", "scale"), _scale),
-    "poly": (("x", "degree", "raw"), _poly),
+    "poly": (("x", "degree", "*", "raw"), _poly),  # after "*": by name only
 }
+REQUIRED = {"ifelse": 3, "pmin": 2, "pmax": 2}  # arguments without defaults (else 1)
 
 
 @dataclass
@@ -284,7 +333,9 @@ class Context:
     fitting: bool
 
 
-def _match_args(node: Call, params: tuple[str, ...]) -> dict[str, Node]:
+def _match_args(node: Call, spec: tuple[str, ...]) -> dict[str, Node]:
+    params = tuple(p for p in spec if p != "*")
+    by_position = spec[: spec.index("*")] if "*" in spec else spec
     named = {}
     for k, v in node.args:
         if k is not None:
@@ -293,14 +344,18 @@ def _match_args(node: Call, params: tuple[str, ...]) -> dict[str, Node]:
                     f"{node.func}() at position {node.pos} has no argument {k!r} "
                     f"(its arguments: {', '.join(params)})")
             named[k] = v
-    free = [p for p in params if p not in named]
+    free = [p for p in by_position if p not in named]
     positional = [v for k, v in node.args if k is None]
     if len(positional) > len(free):
         raise GLMMInputError(f"{node.func}() at position {node.pos} takes at most "
-                             f"{len(params)} arguments ({', '.join(params)})")
+                             f"{len(by_position)} unnamed arguments ({', '.join(by_position)}"
+                             + (f"; name the others: {', '.join(params[len(by_position):])})"
+                                if len(params) > len(by_position) else ")"))
     named.update(zip(free, positional, strict=False))
-    if params[0] not in named:
-        raise GLMMInputError(f"{node.func}() at position {node.pos} needs an argument")
+    missing = [p for p in params[: REQUIRED.get(node.func, 1)] if p not in named]
+    if missing:
+        raise GLMMInputError(f"{node.func}() at position {node.pos} needs the argument(s) "
+                             f"{', '.join(missing)}")
     return named
 
 
@@ -328,12 +383,23 @@ def _labels(v: Value) -> np.ndarray:
     return v.data
 
 
+def _as_text(v: Value, labels):
+    """Numbers and logicals compared with levels are compared as R prints them."""
+    if v.kind not in ("num", "lgl"):
+        return labels
+    lgl = v.kind == "lgl"
+    text = [None if x != x else (("TRUE" if x else "FALSE") if lgl else level_label(x))
+            for x in np.ravel(labels)]
+    return np.asarray(text, dtype=object).reshape(np.shape(labels))
+
+
 def _compare(op: str, a: Value, b: Value, node) -> Value:
     if a.kind in ("fac", "chr") or b.kind in ("fac", "chr"):
         if op not in ("==", "!="):
             raise GLMMInputError(f"{op!r} at position {node.at} compares text; only == and "
                                  "!= are meaningful for factors and strings")
         la, lb = _labels(a), _labels(b)
+        la, lb = _as_text(a, la), _as_text(b, lb)
         na = pd.isna(la) | pd.isna(lb)
         la = np.where(pd.isna(la), "", la).astype(str) if np.ndim(la) else str(la)
         lb = np.where(pd.isna(lb), "", lb).astype(str) if np.ndim(lb) else str(lb)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import glmm_jax as gj
-from glmm_jax.api import _build_multi, bucket
+from glmm_jax.layout import bucket
 from glmm_jax.optimize import newton_program
 
 
@@ -37,7 +37,7 @@ def test_nearby_sizes_reuse_the_compiled_fit():
     assert len(res_b.ranef["g"]) == 16 and len(res_a.ranef["g"]) == 15
     # padding changes nothing: the general engine (no padding) agrees at the estimates
     assert model.structure.n_groups == 16 and model.data.y.shape[1] == 46
-    unpadded = _build_multi(model.formula, model.frame, model.structure.family, 1)
+    unpadded = gj.build_model("y ~ x + (1 | g)", a, family="poisson", engine="multi")
     f, g, _ = unpadded.value_grad_hess(res_a.theta)
     assert -f == pytest.approx(res_a.loglik, abs=1e-9)
     assert np.max(np.abs(g)) < 1e-4

@@ -355,7 +355,7 @@ def test_offset_argument_equals_the_offset_term(ref_fit):
     ref = ref_fit("owls_poisson")
     assert res.loglik == pytest.approx(ref.loglik, abs=1e-9)
     np.testing.assert_allclose(res.beta, ref.beta, atol=1e-8)
-    assert "Offset: logBroodSize" in res.summary().splitlines()
+    assert " Offset: logBroodSize" in res.summary().splitlines()  # (lme4 indents it)
 
 
 def test_correlation_of_fixed_effects_left_out_above_12_columns():
@@ -367,3 +367,72 @@ def test_correlation_of_fixed_effects_left_out_above_12_columns():
     text = res.summary()
     assert "Correlation matrix not shown by default, as p = 14 > 12." in text
     assert "Correlation of Fixed Effects:" not in text
+
+
+# ---- found in review: each against R or lme4's rule ----------------------------------
+def test_contrasts_apply_to_the_fixed_effects_only():
+    """lme4 applies contrasts= to X only: a random slope on a factor keeps treatment
+    coding (dgTRUE), while the fixed effects are sum-coded (dg1)."""
+    df = data("sleepstudy").assign(dg=lambda d: d.Days > 4)
+    m = gj.build_model("Reaction ~ dg * Days + (1 + dg | Subject)", df, family="gaussian",
+                       contrasts={"dg": "sum"})
+    assert "dg1" in m.frame.x_names and "dg1:Days" in m.frame.x_names
+    assert m.frame.groups[0].z_names == ("(Intercept)", "dgTRUE")
+
+
+def test_text_levels_sort_as_r_in_a_utf8_locale():
+    df = pd.DataFrame({"g": list("aBbA"), "y": np.arange(4.0)})
+    mm = gj.model_matrix("~ 0 + g", df)
+    assert list(mm.columns) == ["ga", "gA", "gb", "gB"]  # (the C locale: A, B, a, b)
+    d = data("cbpp").assign(arm=lambda x: np.where(x.incidence > 1, "b", "A"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", gj.DataWarning)
+        gj.build_model(CBPP.replace("period", "arm"), d)  # A < b either way: no warning
+    d = d.assign(arm=lambda x: np.where(x.incidence > 1, "b", "C"))
+    with pytest.warns(gj.DataWarning, match=r"reference level of text column 'arm' is 'b'.*"
+                                            r"C locale would take 'C'"):
+        gj.build_model(CBPP.replace("period", "arm"), d)
+
+
+@pytest.mark.parametrize("formula, pattern", [
+    ("~ ifelse(Days > 1, 1)", r"ifelse\(\) at position 2 needs the argument\(s\) no"),
+    ('~ poly(Days, "a")', r"'degree' of poly\(\).*a number"),
+    ('~ scale(Days, center = "a")', r"'center' of scale\(\).*a number or TRUE or FALSE"),
+    ("~ log(Days + 1, base = -1)", r"base must be positive"),
+    ("~ Days + 3", r"the number 3 at position 9 is not a term"),
+    ("~ poly(Days, 2, TRUE)", r"at most 2 unnamed arguments.*name the others: raw"),
+    ('~ poly(Days, 2, raw = "yes")', r"'raw' of poly\(\).*TRUE or FALSE"),
+    ("~ relevel(Days, ref = 1)", r"relevel\(\).*unordered factors"),
+])
+def test_more_bad_formulas(formula, pattern):
+    with pytest.raises(gj.GLMMInputError, match=pattern):
+        gj.model_matrix(formula, data("sleepstudy"))
+
+
+def test_duplicate_columns_and_complex_weights_are_refused():
+    df = data("cbpp")
+    dup = pd.concat([df, df[["size"]]], axis=1)
+    with pytest.raises(gj.GLMMInputError, match="duplicated column names: size"):
+        gj.build_model(CBPP, dup)
+    with pytest.raises(gj.GLMMInputError, match="numeric"):
+        gj.build_model(CBPP, df, weights=np.ones(len(df)) * (1 + 1j))
+
+
+def test_model_matrix_keeps_unused_levels_and_drops_offsets():
+    df = data("cbpp").assign(period=lambda d: pd.Categorical(d.period, ["1", "2", "3", "4",
+                                                                        "5"]))
+    mm = gj.model_matrix("~ period + offset(log(size))", df)
+    assert list(mm.columns) == ["(Intercept)", "period2", "period3", "period4", "period5"]
+    assert not mm["period5"].any()
+
+
+def test_summary_details_as_lme4():
+    df = data("sleepstudy")
+    res = gj.fit("Reaction ~ Days + (Days | Subject)", df, family="gaussian", reml=False)
+    assert res.summary().startswith("Linear mixed model fit by maximum likelihood  [")
+    from glmm_jax.rformat import abbreviate_all, format_real
+
+    assert format_real([-0.0, 0.5], 7, nsmall=3) == ["0.000", "0.500"]
+    # R: abbreviate(c("poly(BROOD, 2)1", "poly(BROOD, 2)2"), 6) widens until unique
+    assert abbreviate_all(["poly(BROOD, 2)1", "poly(BROOD, 2)2"], 6) == \
+        ["p(BROOD,2)1", "p(BROOD,2)2"]

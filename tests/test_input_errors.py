@@ -357,6 +357,6 @@ def test_max_iter_one_does_not_converge():
         # now converges within max_iter=1 plus the 5 L-BFGS steps of the fallback)
         res = gj.fit("y ~ x + (1 + x | g)", df, "binomial", max_iter=1)
     assert res.converged is False
-    assert res.n_iter <= 1
+    assert res.n_iter <= 2  # max_iter for each of the two Newton runs (before/after L-BFGS)
     assert any("converge" in m for m in res.messages)
     assert "NOT converge" in res.summary()

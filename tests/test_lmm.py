@@ -15,7 +15,8 @@ import pytest
 
 import glmm_jax as gj
 from glmm_jax import api, lmm
-from glmm_jax.objective import negloglik
+from glmm_jax.model import fit_model
+from glmm_jax.objective import negloglik, unpack_np
 
 CROSSED = "y ~ x + (1 + x | g1) + (1 + x | g2) + (1 | g3)"
 
@@ -35,14 +36,14 @@ def crossed_df():
 
 def _models(df, reml):
     m = api.build_model(CROSSED, df, "gaussian", reml=reml)
-    general = api._build_multi(CROSSED, m.frame, m.structure.family, 1, reml, jax.devices())
+    general = api.build_model(CROSSED, df, "gaussian", reml=reml, engine="multi")
     return m, general
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["ml", "reml"])
 def crossed_pair(request, crossed_df):
     m, general = _models(crossed_df, request.param)
-    return request.param, m, general, api.fit_model(m), api.fit_model(general)
+    return request.param, m, general, fit_model(m), fit_model(general)
 
 
 def test_crossed_gaussian_uses_cross_products(crossed_pair):
@@ -56,7 +57,7 @@ def test_loglik_is_the_dense_normal_density(crossed_pair):
     reml, m, _, _, _ = crossed_pair
     theta = np.asarray(m.start()) * 1.1 + 0.05
     frame, s = m.frame, m.structure
-    beta, Ls, log_phi = api.unpack_np(theta, s)
+    beta, Ls, log_phi = unpack_np(theta, s)
     Zs = []
     for g in frame.groups:
         Z = np.zeros((len(frame.y), len(g.levels), g.Z.shape[1]))
@@ -116,8 +117,8 @@ def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair, near_zero):
 def test_one_term_ml_same_as_per_cluster_path(formula):
     df = gj.datasets.load("sleepstudy")
     m = api.build_model(formula, df, "gaussian", reml=False)
-    single = api._build_single(formula, m.frame, m.structure.family, 1, jax.devices())
-    a, b = api.fit_model(m), api.fit_model(single)
+    single = api.build_model(formula, df, "gaussian", reml=False, engine="single")
+    a, b = fit_model(m), fit_model(single)
     assert isinstance(m.structure, lmm.LmmStructure)
     assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
     np.testing.assert_allclose(a.theta, b.theta, atol=1e-6)
@@ -136,8 +137,8 @@ def test_offset_same_as_joint_laplace(crossed_df):
     df = crossed_df.assign(off=np.linspace(-1.0, 2.0, len(crossed_df)))
     formula = "y ~ x + offset(off) + (1 | g1) + (1 | g2)"
     m = api.build_model(formula, df, "gaussian")
-    general = api._build_multi(formula, m.frame, m.structure.family, 1, True, jax.devices())
-    a, b = api.fit_model(m), api.fit_model(general)
+    general = api.build_model(formula, df, "gaussian", engine="multi")
+    a, b = fit_model(m), fit_model(general)
     assert isinstance(m.structure, lmm.LmmStructure)
     assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
     np.testing.assert_allclose(a.theta, b.theta, atol=1e-6)

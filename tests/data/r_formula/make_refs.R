@@ -319,6 +319,7 @@ cbpp$per <- factor(cbpp$period, ordered = TRUE)
 Owls$late <- Owls$ArrivalTime > 24
 Owls60 <- Owls[1:60, ]
 Owls60$Nest2 <- as.character(Owls60$Nest)
+Owls$Nest2 <- as.character(Owls$Nest)
 
 mm_specs <- list(
   list("mm_cbpp_period", "cbpp", "~ period", NULL),
@@ -346,7 +347,19 @@ mm_specs <- list(
   list("mm_owls_3way", "Owls", "~ FoodTreatment * SexParent * ArrivalTime", NULL),
   list("mm_owls_pow3", "Owls",
        "~ (FoodTreatment + SexParent + ArrivalTime)^3 - FoodTreatment:SexParent:ArrivalTime", NULL),
-  list("mm_owls_string", "Owls60", "~ Nest2", NULL))
+  list("mm_owls_string", "Owls60", "~ Nest2", NULL),
+  ## review cases: R's coding rule (the term without a factor within an earlier term),
+  ## a factor compared with a number, as.integer, relevel by position, factor() codes,
+  ## R 4's round, integer literals in names
+  list("mm_owls_subset_rule", "Owls", "~ ArrivalTime:SexParent + ArrivalTime:FoodTreatment", NULL),
+  list("mm_sal_cross_sum", "Salamanders", "~ (spp + mined):(cover + DOP)", NULL),
+  list("mm_owls_minus_margins", "Owls", "~ FoodTreatment * SexParent * late - FoodTreatment - late:SexParent", NULL),
+  list("mm_cbpp_factor_eq", "cbpp", "~ I(period == 1)", NULL),
+  list("mm_grouse_asint", "grouseticks", "~ as.integer(cHEIGHT)", NULL),
+  list("mm_sleep_relevel", "sleepstudy", "~ relevel(factor(Days), ref = 3)", NULL),
+  list("mm_owls_asnum_factor", "Owls", "~ as.numeric(factor(Nest2))", NULL),
+  list("mm_sleep_round", "sleepstudy", "~ round(Days * 0.15, 1) + round(Days * 0.35, 1)", NULL),
+  list("mm_sleep_intlit", "sleepstudy", "~ I(Days^2L)", NULL))
 
 mm_notes <- list(
   mm_cbpp_ordered = "per = factor(period, ordered = TRUE): default contr.poly for ordered factors",

@@ -1,0 +1,213 @@
+"""Laying a validated model frame out for an engine: the engine's choice, size buckets,
+padding, and the arrays' placement (sharding) on devices."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from threadpoolctl import ThreadpoolController
+
+from . import lmm, nested
+from .crossed import MultiData, MultiStructure, TermData, rest_columns
+from .design import ModelFrame
+from .errors import GLMMInputError
+from .families import Family
+from .laplace import ClusterData, Structure, block_rows, cluster_arrays, make_layout
+
+MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """Context: NumPy/SciPy's BLAS on one thread, for the row-level NumPy work around a
+    fit. Idle BLAS workers spin for a while after each call and take the cores from
+    XLA's threads: a 100k-row fit ran 30-40 ms slower right after the start values."""
+    return _blas_threads().limit(limits=1, user_api="blas")
+
+
+ENGINES = ("single", "multi", "lmm")
+
+
+class Laid(NamedTuple):
+    """A model frame laid out for one engine: its (possibly reordered) frame, static
+    structure, device arrays, and (one grouping factor) each cluster's (block, slot)."""
+
+    frame: ModelFrame
+    structure: Structure | MultiStructure
+    data: ClusterData | MultiData | lmm.LmmData
+    clusters: tuple | None = None
+
+
+def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: bool = False,
+            engine: str | None = None) -> Laid:
+    """Choose the engine (or take ``engine``: "single" for one grouping factor's
+    per-cluster path, "multi" for the joint Laplace path of several terms, "lmm" for a
+    Gaussian model from cross products) and lay the frame out for it on ``devices``."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise GLMMInputError("devices= is empty")
+    if engine is not None and engine not in ENGINES:
+        raise GLMMInputError(f"unknown engine {engine!r}; engine must be one of "
+                             + ", ".join(repr(e) for e in ENGINES))
+    if engine in (None, "lmm") and fam.name == "gaussian":
+        laid = _build_lmm(frame, fam, nagq, reml, devices)
+        if laid is not None:
+            return laid
+        if engine == "lmm":
+            raise GLMMInputError("engine='lmm': this model's dense part is too large for "
+                                 "the cross-product engine")
+    elif engine == "lmm":
+        raise GLMMInputError(f"engine='lmm' fits Gaussian models, not {fam.name!r}")
+    if engine == "multi" or (engine is None and (len(frame.groups) > 1 or reml)):
+        return _build_multi(frame, fam, nagq, reml, devices)
+    if len(frame.groups) > 1 or reml:
+        raise GLMMInputError("engine='single' needs one random term (and ML)")
+    return _build_single(frame, fam, nagq, devices)
+
+
+def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices) -> Laid:
+    """One grouping factor: the per-cluster path (laplace.py), in blocks of clusters."""
+    grouping = frame.groups[0]
+    q = grouping.Z.shape[1]
+    if nagq**q > MAX_QUADRATURE_NODES:
+        raise GLMMInputError(
+            f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
+            f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
+        )
+    layout = make_layout(grouping.codes, len(grouping.levels),
+                         block_rows=block_rows(devices[0].platform))
+    # pad blocks, clusters and chunks to size buckets, so that models of nearby sizes reuse
+    # one compiled program (padding has zero weight; empty clusters add exactly 0)
+    s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), nagq)
+    # and chunks to a multiple of the number of devices, over which they are sharded
+    n_chunks = -(-bucket(layout.max_chunks) // len(devices)) * len(devices)
+    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, bucket(layout.n_blocks),
+                          put=lambda a: place(a, devices))
+    return Laid(frame, s, arrays, (layout.cluster_block, layout.cluster_slot))
+
+
+def bucket(n: int) -> int:
+    """n rounded up to the grid 8, 9, 10, 11, 13, 16, ... (steps of 2**(1/4), so at most
+    19% padding)."""
+    if n <= 8:
+        return max(n, 1)
+    k = int(np.floor(4 * np.log2(n)))
+    while int(np.ceil(2 ** (k / 4))) < n:
+        k += 1
+    return int(np.ceil(2 ** (k / 4)))
+
+
+def _build_lmm(frame: ModelFrame, fam: Family, nagq: int, reml: bool, devices) -> Laid | None:
+    """A Gaussian model fitted from its cross products (lmm.py); None when its dense part
+    would be too large (then the joint Laplace path, exact too, takes it)."""
+    _check_one_term_for_agq(frame, nagq)
+    groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
+    p = frame.X.shape[1]
+    if sum(len(g.levels) * len(g.z_names) for g in groups[1:]) + reml * p > lmm.MAX_DENSE:
+        return None
+    terms = [(g.Z, g.codes) for g in groups]
+    Js = tuple(len(g.levels) for g in groups)
+    stats = lmm.cross_products(frame.X, frame.y - frame.offset, terms, Js, frame.trials)
+    if stats is None:
+        return None
+    qs = tuple(len(g.z_names) for g in groups) + (p,) * reml
+    s = lmm.LmmStructure(fam, p, qs, Js + (1,) * reml, nagq, reml=reml)
+    return Laid(replace(frame, groups=tuple(groups)), s,
+                 jax.device_put(stats, devices[0]))
+
+
+def _check_one_term_for_agq(frame: ModelFrame, nagq: int) -> None:
+    if nagq != 1 and len(frame.groups) > 1:
+        raise GLMMInputError(
+            f"nagq={nagq}: adaptive Gauss-Hermite quadrature needs a single random term; "
+            f"this model has {len(frame.groups)} (use nagq=1, the Laplace approximation)"
+        )
+
+
+def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
+                 devices=None) -> Laid:
+    """Several random terms (or REML): joint Laplace (crossed.py). Nested terms, finest
+    first, are eliminated level by level (nested.py); otherwise the term with the most
+    effects comes first (it is eliminated; lme4 too orders terms by their number of
+    levels). Under REML the fixed effects are a last pseudo-term with a flat prior.
+    Rows are sharded over ``devices`` (padded with zero-weight rows to a multiple of
+    their number)."""
+    _check_one_term_for_agq(frame, nagq)
+    p = frame.X.shape[1]
+
+    def layout(groups):
+        terms = [(g.Z, g.codes) for g in groups]
+        terms += [(frame.X, np.zeros(len(frame.y), np.int64))] * reml
+        Js = tuple(len(g.levels) for g in groups) + (1,) * reml
+        return terms, Js
+
+    groups = sorted(frame.groups, key=lambda g: (-len(g.levels), -len(g.z_names)))
+    terms, Js = layout(groups)
+    anc = nested.ancestors([c for _, c in terms], Js)
+    if anc is None:  # crossed: dense Schur complement after the largest term
+        groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
+        terms, Js = layout(groups)
+    frame = replace(frame, groups=tuple(groups))
+    qs = tuple(Z.shape[1] for Z, _ in terms)
+    s = MultiStructure(fam, p, qs, Js, reml=reml, nested=anc is not None)
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(frame.y)
+    pad = -n % len(devices)
+
+    def rows(a, fill=0):  # zero-weight padding rows (level 0 of every term, y = 1)
+        return np.concatenate([a, np.full((pad,) + a.shape[1:], fill, a.dtype)])
+
+    arrays = MultiData(
+        X=rows(frame.X), y=rows(frame.y, 1), trials=rows(frame.trials, 1),
+        offset=rows(frame.offset), weights=rows(frame.weights),
+        terms=tuple(TermData(rows(Z), rows(c.astype(np.int32))) for Z, c in terms),
+        rest_cols=np.zeros((n + pad, 0), np.int32) if s.nested else
+        rest_columns([rows(c) for _, c in terms], qs, Js),
+        log_const=np.asarray(np.sum(frame.weights * fam.log_const(frame.y, frame.trials))),
+        anc=anc or (),
+    )
+    return Laid(frame, s, place_rows(arrays, devices))
+
+
+def _shard(arrays, devices, spec: P, is_sharded):
+    """Put ``arrays`` on ``devices``: those where ``is_sharded(a)`` split by ``spec`` (over
+    mesh axis "d"), the rest replicated."""
+    if len(devices) == 1:
+        return jax.device_put(arrays, devices[0])
+    mesh = Mesh(np.asarray(devices), ("d",))
+    split, whole = NamedSharding(mesh, spec), NamedSharding(mesh, P())
+    return jax.tree.map(lambda a: jax.device_put(a, split if is_sharded(a) else whole), arrays)
+
+
+def place_rows(arrays: MultiData, devices) -> MultiData:
+    """Put row-level arrays on ``devices``, sharded by rows; the rest replicated."""
+    n = arrays.y.shape[0]
+    return _shard(arrays, devices, P("d"), lambda a: np.ndim(a) > 0 and a.shape[0] == n)
+
+
+def place(arrays, devices):
+    """Put the arrays (a ClusterData, or one of its arrays) on ``devices``: each block's
+    row chunks sharded across them, the per-block constants replicated."""
+    return _shard(arrays, devices, P(None, "d"), lambda a: np.ndim(a) > 1)
+
+
+def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None,
+                 n_blocks=None, put=None):
+    """The engine's (NumPy, or ``put`` applied to each) arrays of a model frame in a chunk
+    layout."""
+    g = frame.groups[0]
+    return cluster_arrays(frame.X, g.Z, frame.y, frame.trials, frame.offset,
+                          frame.weights * fam.log_const(frame.y, frame.trials), layout,
+                          n_chunks, n_groups, n_blocks, put, frame.weights)
+
+

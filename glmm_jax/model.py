@@ -1,0 +1,276 @@
+"""The Model: a validated, laid-out model with its pure objective, and how it is fitted."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from . import xla
+from .crossed import MultiStructure
+from .design import ModelFrame, build_frame
+from .errors import GLMMInputError
+from .families import Family, get_family
+from .fitresult import Run, issue_warnings, make_result
+from .formula import parse_formula
+from .laplace import Structure
+from .layout import lay_out, one_blas_thread
+from .objective import modes, negloglik
+from .optimize import lbfgs_fit, newton_fit, value_grad_hess
+from .results import GLMMResult
+from .start import start_values
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model ready to fit: validated arrays, static structure, and its pure objective.
+
+    ``negloglik(theta)`` (the value alone) and ``value_grad_hess(theta)`` (with the exact
+    gradient and Hessian) evaluate -log L, the (Laplace/AGHQ) marginal log-likelihood, at
+    the parameter vector ``theta`` (see ``theta_names``); ``fit()`` maximizes it.
+
+    >>> import glmm_jax as gj
+    >>> m = gj.build_model("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...                    gj.datasets.load("cbpp"))
+    >>> m.theta_names[-1]
+    'L_herd[(Intercept),(Intercept)]'
+    >>> res = m.fit()
+    >>> round(-m.negloglik(res.theta), 3) == round(res.loglik, 3)
+    True
+    """
+
+    formula: str
+    frame: ModelFrame
+    structure: Structure | MultiStructure
+    data: object  # the engine's device arrays
+    clusters: tuple | None = None  # one grouping factor: (block, slot) of each cluster
+
+    def __repr__(self) -> str:
+        s = self.structure
+        engine = _engine(s)
+        groups = ", ".join(f"{g.name} ({len(g.levels)})" for g in self.frame.groups)
+        return (f"<Model {s.family.name}({s.family.link}) {self.formula!r}: "
+                f"{len(self.frame.y)} rows, {len(self.frame.x_names)} fixed effects, "
+                f"groups {groups}; {len(self.theta_names)} parameters, engine {engine}>")
+
+    @property
+    def theta_names(self) -> list[str]:
+        s = self.structure
+        names = [] if getattr(s, "reml", False) else list(self.frame.x_names)
+        for g in self.frame.groups:
+            z, q = g.z_names, len(g.z_names)
+            names += [f"L_{g.name}[{z[i]},{z[j]}]"
+                      for i, j in zip(*np.tril_indices(q), strict=True)]
+        if s.family.has_dispersion:
+            names.append(f"log({s.family.dispersion_name})")
+        return names
+
+    def start(self) -> np.ndarray:
+        """The starting theta of :meth:`fit` (see ``start.start_values``)."""
+        return start_values(self.frame, self.structure.family, self.structure)
+
+    def _theta(self, theta) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != (len(self.theta_names),):
+            raise GLMMInputError(f"theta must have {len(self.theta_names)} entries "
+                                 f"({', '.join(self.theta_names)}), not shape {theta.shape}")
+        return theta
+
+    def negloglik(self, theta) -> float:
+        """-log L at ``theta``: the value alone (no derivatives), conditional modes solved
+        from zero; one compiled program per model structure."""
+        s = self.structure
+        return float(_nll(self._theta(theta), zero_modes(s, _n_blocks(self.data, s), np),
+                          self.data, s))
+
+    def loglik(self, theta) -> float:
+        """Log marginal likelihood at ``theta``."""
+        return -self.negloglik(theta)
+
+    def value_grad_hess(self, theta):
+        """-loglik, its gradient and its exact Hessian at ``theta`` (NumPy arrays)."""
+        s = self.structure
+        f, g, H = _vgh(self._theta(theta), zero_modes(s, _n_blocks(self.data, s), np),
+                       self.data, s)
+        return float(f), np.asarray(g), np.asarray(H)
+
+    def design(self, newdata: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The fixed-effects matrix X and each random term's Z for ``newdata``, built as
+        for the fit: the same levels, contrasts and stateful transforms (``scale`` and
+        ``poly`` keep the fit's centre and coefficients); an unseen level is an error.
+
+        >>> import glmm_jax as gj
+        >>> df = gj.datasets.load("sleepstudy")
+        >>> m = gj.build_model("Reaction ~ scale(Days) + (Days | Subject)", df,
+        ...                    family="gaussian")
+        >>> X, (Z,) = m.design(df.iloc[:2])
+        >>> X.round(3).tolist(), Z.tolist()
+        [[1.0, -1.567], [1.0, -1.219]], [[1.0, 0.0], [1.0, 1.0]]
+        """
+        if not isinstance(newdata, pd.DataFrame):
+            raise GLMMInputError(f"newdata must be a DataFrame, not {type(newdata).__name__}")
+        X = _finite(self.frame.encoding.matrix(newdata), "the fixed effects")
+        Zs = []
+        for g in self.frame.groups:
+            full = _finite(g.encoding.matrix(newdata), f"the random term {g.term}")
+            Zs.append(full[:, [g.encoding.names.index(n) for n in g.z_names]])
+        return X, Zs
+
+    def with_response(self, y, trials=None) -> Model:
+        """The same model (structure, layout, compiled programs) with a new response ``y``
+        (and, for binomial models, new ``trials``), one value per row of the fit."""
+        f, fam = self.frame, self.structure.family
+        y = np.asarray(y, dtype=float)
+        trials = f.trials if trials is None else np.asarray(trials, dtype=float)
+        if y.shape != f.y.shape or trials.shape != f.y.shape:
+            raise GLMMInputError(f"with_response: y (and trials) need {len(f.y)} values, one "
+                                 f"per row of the fit; got shape {y.shape}")
+        bad, need = fam.invalid_response(y, trials)
+        if bad.any() or not np.all(np.isfinite(y)):
+            raise GLMMInputError(f"with_response: the new {fam.title} response {need or ''} "
+                                 f"and finite; {int(bad.sum())} values are not")
+        frame = replace(f, y=y, trials=trials)
+        s = self.structure
+        laid = lay_out(frame, fam, s.nagq, _devices(self.data), getattr(s, "reml", False),
+                       _engine(s))
+        return Model(self.formula, laid.frame, laid.structure, laid.data, laid.clusters)
+
+    def fit(self, start=None, fixed: dict | None = None, max_iter: int = 100) -> GLMMResult:
+        """Maximize the log-likelihood from ``start`` (default :meth:`start`), holding the
+        named entries of ``fixed`` (e.g. ``{"L_herd[(Intercept),(Intercept)]": 0.5}``) at
+        their values; warnings as :func:`glmm_jax.fit`."""
+        res = fit_model(self, max_iter, start, fixed)
+        issue_warnings(res)
+        return res
+
+
+def _finite(a: np.ndarray, what: str) -> np.ndarray:
+    if not np.all(np.isfinite(a)):
+        raise GLMMInputError(f"newdata: {what} have missing or infinite values in "
+                             f"{int((~np.isfinite(a)).any(axis=1).sum())} rows")
+    return a
+
+
+def _engine(s) -> str:
+    return {"MultiStructure": "multi", "LmmStructure": "lmm"}.get(type(s).__name__, "single")
+
+
+def _devices(data) -> list:
+    """The devices the model's arrays live on."""
+    import jax
+
+    leaf = jax.tree.leaves(data)[0]
+    return sorted(leaf.sharding.device_set, key=lambda d: d.id)
+
+
+@partial(xla.jit, static_argnames="s")
+def _vgh(theta, u0, data, s):
+    u, _ = modes(theta, u0, data, s)
+    return value_grad_hess(theta, u, data, s)
+
+
+@partial(xla.jit, static_argnames="s")
+def _nll(theta, u0, data, s):
+    u, _ = modes(theta, u0, data, s)
+    return negloglik(theta, u, data, s)
+
+
+def _n_blocks(data, s) -> int:
+    return 1 if isinstance(s, MultiStructure) else data.y.shape[0]
+
+
+def zero_modes(s, n_blocks: int = 1, xp=jnp):
+    """Starting conditional modes: zeros, [B, J, q] (a [J_k, q_k] list for several terms).
+    ``xp=np`` outside jitted code: NumPy arguments compile no conversion programs."""
+    if isinstance(s, MultiStructure):
+        return [xp.zeros((J, q)) for q, J in zip(s.qs, s.Js, strict=True)]
+    return xp.zeros((n_blocks, s.n_groups, s.q))
+
+
+def build_model(
+    formula: str,
+    data: pd.DataFrame,
+    family: str | Family = "binomial",
+    link: str | None = None,
+    nagq: int = 1,
+    devices=None,
+    reml: bool | None = None,
+    *,
+    weights=None,
+    offset=None,
+    contrasts: dict | None = None,
+    engine: str | None = None,
+) -> Model:
+    """Parse, validate and lay out a model without fitting it (arguments as in
+    :func:`glmm_jax.fit`; ``engine`` forces "single", "multi" or "lmm")."""
+    fam = get_family(family, link)
+    reml = fam.name == "gaussian" if reml is None else bool(reml)
+    if reml and fam.name != "gaussian":
+        raise GLMMInputError(f"reml=True is available for the gaussian family, not {fam.name!r}")
+    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)) or nagq < 1:
+        raise GLMMInputError(f"nagq must be a positive integer, not {nagq!r}")
+    spec = parse_formula(formula)
+    with one_blas_thread():
+        frame = build_frame(spec, data, fam, weights=weights, offset=offset,
+                            contrasts=contrasts)
+        for g in frame.groups:
+            if len(g.levels) * len(g.z_names) >= len(frame.y) and fam.has_dispersion:
+                raise GLMMInputError(
+                    f"{len(g.levels) * len(g.z_names)} random effects in {g.term} for "
+                    f"{len(frame.y)} observations: the random effects and the residual "
+                    "variance are not identifiable"
+                )
+        return model_from_frame(spec.formula, frame, fam, int(nagq), devices, reml, engine)
+
+
+def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1,
+                     devices=None, reml: bool = False, engine: str | None = None) -> Model:
+    """A Model of a validated frame (see :func:`build_model`)."""
+    laid = lay_out(frame, fam, nagq, devices, reml, engine)
+    return Model(formula, laid.frame, laid.structure, laid.data, laid.clusters)
+
+
+def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None = None
+              ) -> GLMMResult:
+    """Fit a model (what :meth:`Model.fit` does, without issuing its warnings)."""
+    t0 = time.perf_counter()
+    s = model.structure
+    names = model.theta_names
+    with one_blas_thread():
+        theta0 = model.start() if start is None else model._theta(start).copy()
+    theta0 = np.asarray(theta0, dtype=float)
+    free = np.ones(len(names))
+    for name, value in (fixed or {}).items():
+        if name not in names:
+            raise GLMMInputError(f"fixed= names {name!r}, which is not a parameter of the "
+                                 f"model (parameters: {', '.join(names)})")
+        theta0[names.index(name)] = float(value)
+        free[names.index(name)] = 0.0
+    run = Run(theta0, max_iter, fixed=tuple(fixed or ()))
+    out = newton_fit(theta0, zero_modes(s, _n_blocks(model.data, s), np), model.data, s,
+                     max_iter=max_iter, free=free)
+    run.newton(out)
+    notes = ()
+    if not bool(out.converged):
+        out, notes = continue_with_lbfgs(out, model.data, s, max_iter, run, free)
+    run.time_s = time.perf_counter() - t0
+    with one_blas_thread():
+        return make_result(model.formula, model.frame, s.family, s, out, run, notes,
+                           model.clusters, model=model)
+
+
+def continue_with_lbfgs(out, data, s, max_iter: int, run: Run, free=None):
+    """Newton stopped early: L-BFGS (at most ``5 * max_iter`` iterations) from where it
+    stopped, then Newton again; returns the new result and a note saying so."""
+    free = np.ones(len(out.theta)) if free is None else free
+    theta, n_lbfgs = lbfgs_fit(out.theta, out.u, data, s, max_iter=5 * max_iter, free=free)
+    out = newton_fit(theta, out.u, data, s, max_iter=max_iter, free=free)
+    run.methods.append("lbfgs")
+    run.n_lbfgs += int(n_lbfgs)
+    run.newton(out)
+    return out, (f"Newton stopped early; continued with L-BFGS ({int(n_lbfgs)} iterations) "
+                 "and Newton again",)
