@@ -108,8 +108,8 @@ class Model:
         >>> m = gj.build_model("Reaction ~ scale(Days) + (Days | Subject)", df,
         ...                    family="gaussian")
         >>> X, (Z,) = m.design(df.iloc[:2])
-        >>> X.round(3).tolist(), Z.tolist()
-        [[1.0, -1.567], [1.0, -1.219]], [[1.0, 0.0], [1.0, 1.0]]
+        >>> X.round(3).tolist(), Z.tolist()  # scale(): the mean and SD of all 180 rows
+        ([[1.0, -1.562], [1.0, -1.215]], [[1.0, 0.0], [1.0, 1.0]])
         """
         if not isinstance(newdata, pd.DataFrame):
             raise GLMMInputError(f"newdata must be a DataFrame, not {type(newdata).__name__}")

@@ -150,3 +150,66 @@ def test_fit_many_results_build_their_model_when_asked():
     assert isinstance(m, gj.Model) and time.perf_counter() - t < 60
     assert m.loglik(res.theta) == pytest.approx(res.loglik, abs=1e-8)
     assert res.convergence.status == "converged"
+
+
+# ---- the kept encoding and new responses -----------------------------------------------
+DESIGNS = [
+    (CBPP, "cbpp", "binomial"),
+    ("Reaction ~ poly(Days, 2) + I(Days > 4) + (1 + Days || Subject)", "sleepstudy",
+     "gaussian"),
+    ("y ~ Anger + Gender + btype + (1 | id) + (1 | item)", "verbagg", "binomial"),
+]
+
+
+@pytest.mark.parametrize("formula, ds, family", DESIGNS)
+def test_design_of_the_training_data_is_the_fit_design(formula, ds, family):
+    df = gj.datasets.load(ds)
+    if ds == "verbagg":
+        df = df.assign(y=(df.r2 == "Y").astype(int))
+    m = gj.build_model(formula, df, family=family)
+    X, Zs = m.design(df)
+    np.testing.assert_array_equal(X, m.frame.X)
+    for Z, g in zip(Zs, m.frame.groups, strict=True):
+        np.testing.assert_array_equal(Z, g.Z)
+
+
+def test_design_of_new_data_with_an_unseen_level():
+    df = gj.datasets.load("cbpp")
+    m = gj.build_model(CBPP, df)
+    with pytest.raises(gj.GLMMInputError, match=r"'period' has levels not seen.*7"):
+        m.design(df.iloc[:3].assign(period=["1", "2", "7"]))
+    with pytest.raises(gj.GLMMInputError, match=r"'period'.*not in the data"):
+        m.design(df.drop(columns="period"))
+
+
+@pytest.mark.parametrize("formula, ds, family, reml", [
+    (CBPP, "cbpp", "binomial", None),
+    ("Reaction ~ Days + (Days | Subject)", "sleepstudy", "gaussian", True),
+    ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", "grouseticks", "poisson", None),
+])
+def test_with_the_same_response_is_the_same_fit_and_compiles_nothing(formula, ds, family,
+                                                                     reml):
+    from glmm_jax.optimize import newton_program
+
+    m = gj.build_model(formula, gj.datasets.load(ds), family=family, reml=reml)
+    a = m.fit()
+    program = newton_program(m.data, m.structure)
+    compiled = program._cache_size()
+    b = m.with_response(m.frame.y).fit()
+    assert program._cache_size() == compiled
+    assert b.loglik == pytest.approx(a.loglik, abs=1e-10)
+    np.testing.assert_allclose(b.theta, a.theta, atol=1e-10)
+
+
+def test_with_a_new_response_refits_it():
+    df = gj.datasets.load("cbpp")
+    m = gj.build_model(CBPP, df)
+    y = np.minimum(m.frame.y + 1, m.frame.trials)
+    res = m.with_response(y).fit()
+    direct = gj.fit("cbind(inc1, size - inc1) ~ period + (1 | herd)",
+                    df.assign(inc1=np.minimum(df.incidence + 1, df["size"])))
+    assert res.loglik == pytest.approx(direct.loglik, abs=1e-9)
+    with pytest.raises(gj.GLMMInputError, match="56 values"):
+        m.with_response(y[:5])
+    with pytest.raises(gj.GLMMInputError, match="binomial response must be integer"):
+        m.with_response(y + 0.5)
