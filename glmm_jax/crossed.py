@@ -21,7 +21,6 @@ exactly for a Gaussian response: log L_R = h(u, beta) + (p/2) log 2 pi - log det
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -31,6 +30,8 @@ import numpy as np
 from . import nested, smallmat
 from .families import Family
 from .laplace import LOG_2PI, MAX_INNER_ITER, TOL_INNER, row_derivs
+from .modes import implicit_mode_rule
+from .theta import ThetaLayout
 
 
 class TermData(NamedTuple):
@@ -75,8 +76,12 @@ class MultiStructure:
         return 0 if self.reml else self.p
 
     @property
+    def theta(self) -> ThetaLayout:
+        return ThetaLayout(self.p_theta, self.qs[: self.n_prior], self.family.has_dispersion)
+
+    @property
     def n_cov(self) -> int:
-        return sum(q * (q + 1) // 2 for q in self.qs[: self.n_prior])
+        return self.theta.n_cov
 
     def prior_mask(self) -> np.ndarray:
         """[Qr] 1 for the columns of the remaining terms that have a prior, 0 for beta."""
@@ -137,7 +142,8 @@ def grad_negHess(u, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
     ll, d1, d2 = row_derivs(_eta(u, eta0, Ls, data), data, log_phi, s.family)
     h = jnp.sum(ll) + _prior(u, s)
     v = _row_vectors(Ls, data)
-    g = [jax.ops.segment_sum(d1[:, None] * vk, t.codes, num_segments=J) - (k < s.n_prior) * uk
+    g = [jax.ops.segment_sum(d1[:, None] * vk, t.codes, num_segments=J)
+         - float(k < s.n_prior) * uk
          for k, (vk, t, J, uk) in enumerate(zip(v, data.terms, s.Js, u, strict=True))]
     w = -d2
     if s.nested:
@@ -270,23 +276,9 @@ def solve_modes(u0, eta0, Ls, log_phi, data: MultiData, s: MultiStructure,
     return [uk + alpha * dk for uk, dk in zip(u, step, strict=True)], it
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(5,))
-def implicit_mode(u_hat, eta0, Ls, log_phi, data: MultiData, s: MultiStructure):
-    """The converged joint modes, differentiable in (eta0, Ls, log_phi) (see laplace.py)."""
-    return jax.lax.stop_gradient(list(u_hat))
-
-
-@implicit_mode.defjvp
-def _implicit_mode_jvp(s, primals, tangents):
-    u_hat, eta0, Ls, log_phi, data = primals
-    u = implicit_mode(u_hat, eta0, Ls, log_phi, data, s)
-
-    def gradient(e0, LL, lp):
-        _, g, nh = grad_negHess(u, e0, LL, lp, data, s)
-        return g, nh
-
-    (_, nh), (dg, _) = jax.jvp(gradient, (eta0, Ls, log_phi), tangents[1:4])
-    return u, solve(nh, dg, data, s)
+implicit_mode = implicit_mode_rule(lambda u, e0, L, lp, data, s: grad_negHess(
+    u, e0, L, lp, data, s), lambda nh, v, data, s: solve(nh, v, data, s), canon=list)
+"""The converged joint modes (a list per term), differentiable in (eta0, Ls, log_phi)."""
 
 
 def loglik(beta, Ls, log_phi, u_hat, data: MultiData, s: MultiStructure):

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .crossed import MultiStructure
 from .design import ModelFrame
 from .errors import ConvergenceWarning, SingularFitWarning, warn
 from .families import Family
 from .laplace import MAX_INNER_ITER, TOL_INNER
-from .objective import unpack_np
+from .objective import engine
 from .optimize import MAX_STEP, TOL
 from .results import Convergence, GLMMResult, TermFit
 
@@ -100,18 +99,14 @@ def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
     or ``builder()`` makes it when first asked for. Issues no warnings (see
     :func:`issue_warnings`)."""
     theta = np.asarray(out.theta)
-    beta, L, log_phi = unpack_np(theta, s)
-    several = isinstance(s, MultiStructure)
-    if several:
-        Ls, us, covs = L, out.u, out.u_cov
-    else:
-        J = len(frame.groups[0].levels)
-        blk, slot = (np.zeros(J, int), np.arange(J)) if clusters is None else clusters
-        Ls, us, covs = [L], [np.asarray(out.u)[blk, slot]], [np.asarray(out.u_cov)[blk, slot]]
+    beta, Ls, log_phi = s.theta.unpack_np(theta)
+    per_term = engine(s).per_term(out.u, out.u_cov, clusters,
+                                  [len(g.levels) for g in frame.groups])
+    reml = bool(getattr(s, "reml", False))
+    us, covs = [u for u, _ in per_term], [c for _, c in per_term]
     H = np.asarray(out.hess)
     messages = list(notes)
     cov_theta = inverse_hessian(H, messages)
-    reml = several and s.reml
     if reml:  # the fixed effects are the modes of the last pseudo-term
         beta = np.asarray(us[-1])[0]
         beta_cov = np.asarray(covs[-1])[0]

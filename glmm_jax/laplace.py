@@ -19,7 +19,6 @@ follow from the chain rule through the linear predictor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -28,6 +27,8 @@ import numpy as np
 
 from . import smallmat
 from .families import Family
+from .modes import implicit_mode_rule
+from .theta import ThetaLayout
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -172,8 +173,12 @@ class Structure:
     nagq: int = 1
 
     @property
+    def theta(self) -> ThetaLayout:
+        return ThetaLayout(self.p, (self.q,), self.family.has_dispersion)
+
+    @property
     def n_cov(self) -> int:
-        return self.q * (self.q + 1) // 2
+        return self.theta.n_cov
 
 
 def gh_rule(nagq: int, q: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,27 +291,10 @@ def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
     return u + alpha[:, None] * step, it
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(5,))
-def implicit_mode(u_hat, eta0, L, log_phi, data: ClusterData, s: Structure):
-    """The converged modes ``u_hat``, differentiable in (eta0, L, log_phi).
-
-    Derivatives follow from the implicit function theorem: g(u(theta), theta) = 0 for the
-    gradient g of h, so du = (-H)^{-1} dg/dtheta. The rule evaluates the modes through
-    this function again, so derivatives of any order are exact.
-    """
-    return jax.lax.stop_gradient(u_hat)
-
-
-@implicit_mode.defjvp
-def _implicit_mode_jvp(s, primals, tangents):
-    u_hat, eta0, L, log_phi, data = primals
-    u = implicit_mode(u_hat, eta0, L, log_phi, data, s)
-
-    def gradient(e0, LL, lp):
-        return grad_negHess(u, e0, LL, lp, data, s)[1:]
-
-    (_, negH), (dg, _) = jax.jvp(gradient, (eta0, L, log_phi), tangents[1:4])
-    return u, smallmat.chol_solve(negH, dg)
+implicit_mode = implicit_mode_rule(
+    lambda u, e0, L, lp, data, s: grad_negHess(u, e0, L, lp, data, s),
+    lambda nh, v, data, s: smallmat.chol_solve(nh, v))
+"""The converged modes ``u_hat`` [J, q], differentiable in (eta0, L, log_phi)."""
 
 
 def marginal_loglik(beta, L, log_phi, u_hat, data: ClusterData, s: Structure):
@@ -316,17 +304,35 @@ def marginal_loglik(beta, L, log_phi, u_hat, data: ClusterData, s: Structure):
     ``u_hat`` are converged modes; derivatives in (beta, L, log_phi) go exactly through
     them (:func:`implicit_mode`).
     """
+    if s.nagq == 1:
+        h, log_det_R = _at_mode(beta, L, log_phi, u_hat, data, s)[:2]
+        return h + log_det_R + 0.5 * s.q * LOG_2PI
+    return quadrature_loglik(beta, L, log_phi, u_hat, data, s, *gh_rule(s.nagq, s.q))
+
+
+def _at_mode(beta, L, log_phi, u_hat, data, s):
     eta0 = fixed_eta(beta, data)
     u = implicit_mode(u_hat, eta0, L, log_phi, data, s)
     h, _, negH = grad_negHess(u, eta0, L, log_phi, data, s)
     C = smallmat.cholesky(negH)  # negH = C C^T;  R = C^{-T} maps N(0, I) nodes to u
-    log_det_R = -0.5 * smallmat.log_det(C)
-    if s.nagq == 1:
-        return h + log_det_R + 0.5 * s.q * LOG_2PI
-    t, logw = gh_rule(s.nagq, s.q)
-    Rt = jax.vmap(lambda tk: smallmat.solve_upper_t(C, jnp.broadcast_to(tk, u.shape)))(
-        jnp.asarray(t))  # [K, J, q]
-    hk = jax.vmap(lambda d: cluster_logh(u + d, eta0, L, log_phi, data, s))(Rt)  # [K, J]
+    return h, -0.5 * smallmat.log_det(C), u, eta0, C
+
+
+def aghq_nodes(u, C, t):
+    """The adaptive quadrature nodes u + C^{-T} t_k of each cluster, [K, J, q]: the rule's
+    nodes ``t`` [K, q] centred at the modes ``u`` [J, q] and scaled by the Cholesky factor
+    ``C`` of -H (so they follow the curvature of each cluster's posterior)."""
+    return jax.vmap(lambda tk: u + smallmat.solve_upper_t(C, jnp.broadcast_to(tk, u.shape)))(
+        jnp.asarray(t))
+
+
+def quadrature_loglik(beta, L, log_phi, u_hat, data: ClusterData, s: Structure, t, logw):
+    """The adaptive Gauss-Hermite log marginal likelihood of each cluster with the rule
+    (nodes ``t`` [K, q], log weights ``logw`` [K], see :func:`gh_rule`) placed at the
+    mode and scaled by the curvature; with the one-node rule it is the Laplace value."""
+    _, log_det_R, u, eta0, C = _at_mode(beta, L, log_phi, u_hat, data, s)
+    hk = jax.vmap(lambda uk: cluster_logh(uk, eta0, L, log_phi, data, s))(
+        aghq_nodes(u, C, t))  # [K, J]
     terms = jnp.asarray(logw + 0.5 * np.sum(t * t, axis=1))[:, None] + hk
     return jax.scipy.special.logsumexp(terms, axis=0) + log_det_R + 0.5 * s.q * LOG_2PI
 

@@ -385,7 +385,8 @@ def _products_b(X, S, dS, tb, phi, prior, s: LmmStructure):
     total = (jnp.eye(S.shape[0], dtype=S.dtype) + jnp.diag(prior)
              - X[:, R:] @ S[R:, :] - 2.0 * phi * X * prior)
     k = jnp.argmax(jnp.abs(tb))
-    others = jnp.arange(n - 1) + (jnp.arange(n - 1) >= k)
+    others = jnp.arange(n - 1)
+    others = others + (others >= k).astype(others.dtype)
 
     def solved():
         Y = jnp.einsum("ij,ajk->aik", X, dS[others])

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, replace
 from functools import partial
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -19,7 +18,7 @@ from .fitresult import Run, issue_warnings, make_result
 from .formula import parse_formula
 from .laplace import Structure
 from .layout import lay_out, one_blas_thread
-from .objective import modes, negloglik
+from .objective import engine, modes, negloglik, zero_modes
 from .optimize import lbfgs_fit, newton_fit, value_grad_hess
 from .results import GLMMResult
 from .start import start_values
@@ -51,23 +50,17 @@ class Model:
 
     def __repr__(self) -> str:
         s = self.structure
-        engine = _engine(s)
+        name = engine(s).name
         groups = ", ".join(f"{g.name} ({len(g.levels)})" for g in self.frame.groups)
         return (f"<Model {s.family.name}({s.family.link}) {self.formula!r}: "
                 f"{len(self.frame.y)} rows, {len(self.frame.x_names)} fixed effects, "
-                f"groups {groups}; {len(self.theta_names)} parameters, engine {engine}>")
+                f"groups {groups}; {len(self.theta_names)} parameters, engine {name}>")
 
     @property
     def theta_names(self) -> list[str]:
         s = self.structure
-        names = [] if getattr(s, "reml", False) else list(self.frame.x_names)
-        for g in self.frame.groups:
-            z, q = g.z_names, len(g.z_names)
-            names += [f"L_{g.name}[{z[i]},{z[j]}]"
-                      for i, j in zip(*np.tril_indices(q), strict=True)]
-        if s.family.has_dispersion:
-            names.append(f"log({s.family.dispersion_name})")
-        return names
+        return s.theta.names(self.frame.x_names, [(g.name, g.z_names) for g in self.frame.groups],
+                             s.family.dispersion_name)
 
     def start(self) -> np.ndarray:
         """The starting theta of :meth:`fit` (see ``start.start_values``)."""
@@ -84,7 +77,7 @@ class Model:
         """-log L at ``theta``: the value alone (no derivatives), conditional modes solved
         from zero; one compiled program per model structure."""
         s = self.structure
-        return float(_nll(self._theta(theta), zero_modes(s, _n_blocks(self.data, s), np),
+        return float(_nll(self._theta(theta), zero_modes(s, self.data, np),
                           self.data, s))
 
     def loglik(self, theta) -> float:
@@ -94,7 +87,7 @@ class Model:
     def value_grad_hess(self, theta):
         """-loglik, its gradient and its exact Hessian at ``theta`` (NumPy arrays)."""
         s = self.structure
-        f, g, H = _vgh(self._theta(theta), zero_modes(s, _n_blocks(self.data, s), np),
+        f, g, H = _vgh(self._theta(theta), zero_modes(s, self.data, np),
                        self.data, s)
         return float(f), np.asarray(g), np.asarray(H)
 
@@ -136,7 +129,7 @@ class Model:
         frame = replace(f, y=y, trials=trials)
         s = self.structure
         laid = lay_out(frame, fam, s.nagq, _devices(self.data), getattr(s, "reml", False),
-                       _engine(s))
+                       engine(s).name)
         return Model(self.formula, laid.frame, laid.structure, laid.data, laid.clusters)
 
     def fit(self, start=None, fixed: dict | None = None, max_iter: int = 100) -> GLMMResult:
@@ -153,10 +146,6 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
         raise GLMMInputError(f"newdata: {what} have missing or infinite values in "
                              f"{int((~np.isfinite(a)).any(axis=1).sum())} rows")
     return a
-
-
-def _engine(s) -> str:
-    return {"MultiStructure": "multi", "LmmStructure": "lmm"}.get(type(s).__name__, "single")
 
 
 def _devices(data) -> list:
@@ -177,18 +166,6 @@ def _vgh(theta, u0, data, s):
 def _nll(theta, u0, data, s):
     u, _ = modes(theta, u0, data, s)
     return negloglik(theta, u, data, s)
-
-
-def _n_blocks(data, s) -> int:
-    return 1 if isinstance(s, MultiStructure) else data.y.shape[0]
-
-
-def zero_modes(s, n_blocks: int = 1, xp=jnp):
-    """Starting conditional modes: zeros, [B, J, q] (a [J_k, q_k] list for several terms).
-    ``xp=np`` outside jitted code: NumPy arguments compile no conversion programs."""
-    if isinstance(s, MultiStructure):
-        return [xp.zeros((J, q)) for q, J in zip(s.qs, s.Js, strict=True)]
-    return xp.zeros((n_blocks, s.n_groups, s.q))
 
 
 def build_model(
@@ -251,7 +228,7 @@ def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None 
         theta0[names.index(name)] = float(value)
         free[names.index(name)] = 0.0
     run = Run(theta0, max_iter, fixed=tuple(fixed or ()))
-    out = newton_fit(theta0, zero_modes(s, _n_blocks(model.data, s), np), model.data, s,
+    out = newton_fit(theta0, zero_modes(s, model.data, np), model.data, s,
                      max_iter=max_iter, free=free)
     run.newton(out)
     notes = ()

@@ -1,9 +1,15 @@
-"""The objective: theta <-> (beta, L, log dispersion), and -log L(theta) as a pure function.
+"""The engines behind one interface, and -log L(theta) as a pure function.
 
-theta = [beta (p), lower triangle of L row by row (q(q+1)/2), log dispersion (0 or 1)].
-The random-effects covariance is G = L L^T; L's diagonal may take either sign (the
-likelihood is unchanged when a column of L flips sign), so theta is unconstrained and a
-variance can reach exactly 0.
+Three engines compute the (Laplace/AGHQ) marginal likelihood:
+
+- ``single`` (laplace.py): one grouping factor, clusters in blocks [B, J, ...];
+- ``multi`` (crossed.py, nested.py): several terms (or REML), a joint Laplace;
+- ``lmm`` (lmm.py): Gaussian models from cross products, exact.
+
+Each is an object with the same methods (``unpack``, ``modes``, ``negloglik``,
+``value_grad_hess``, ``conditional``, ``zero_modes``, ``per_term``); :func:`engine` picks
+it from the model's static structure, in this one place. theta's layout is
+``structure.theta`` (theta.py).
 """
 
 from __future__ import annotations
@@ -14,119 +20,193 @@ import numpy as np
 
 from . import crossed, lmm, smallmat
 from .crossed import MultiStructure
-from .laplace import fixed_eta, grad_negHess, solve_modes, total_loglik
+from .laplace import Structure, fixed_eta, grad_negHess, solve_modes, total_loglik
 from .lmm import LmmStructure
 
 
-def _Ls(flat, qs, dtype=None, xp=jnp):
-    """Lower-triangular factors from their concatenated row-wise lower triangles."""
-    out, i = [], 0
-    for q in qs:
-        rows, cols = np.tril_indices(q)
-        k = q * (q + 1) // 2
-        if xp is jnp:  # a 0/1 placement as a broadcast and a sum: no scatter kernels
-            place = np.zeros((q * q, k))
-            place[rows * q + cols, np.arange(k)] = 1.0
-            out.append(jnp.sum(place * flat[i : i + k], axis=1).reshape(q, q))
-        else:
-            L = np.zeros((q, q))
-            L[rows, cols] = flat[i : i + k]
-            out.append(L)
-        i += k
-    return out
+def _vgh(f, theta, u_hat, data, s):
+    def grad_aux(t):
+        v, g = jax.value_and_grad(f)(t, u_hat, data, s)
+        return g, (v, g)
+
+    H, (v, g) = jax.jacfwd(grad_aux, has_aux=True)(theta)
+    return v, g, H
 
 
-def _qs(s):
-    """q of each term whose covariance factor is a parameter."""
-    return s.qs[: s.n_prior] if isinstance(s, MultiStructure) else (s.q,)
+class SingleEngine:
+    """One grouping factor: per-cluster modes and integrals, block by block."""
 
+    name = "single"
+    value_first = False  # a trial point's Hessian is cheap: evaluate it with the value
 
-def _p_theta(s):
-    return s.p_theta if isinstance(s, MultiStructure) else s.p
-
-
-def unpack(theta, s):
-    """Split theta into beta [p], L (one [q, q] factor, or a list for several terms) and
-    the log dispersion."""
-    p = _p_theta(s)
-    beta = theta[:p]
-    Ls = _Ls(theta[p : p + s.n_cov], _qs(s), theta.dtype)
-    log_phi = theta[p + s.n_cov] if s.family.has_dispersion else jnp.zeros((), theta.dtype)
-    if not isinstance(s, MultiStructure):
+    @staticmethod
+    def unpack(theta, s):
+        beta, Ls, log_phi = s.theta.unpack(theta)
         return beta, Ls[0], log_phi
-    return beta, Ls + [jnp.eye(s.p, dtype=theta.dtype)] * int(s.reml), log_phi
+
+    @staticmethod
+    def modes(theta, u0, data, s):
+        beta, L, log_phi = SingleEngine.unpack(theta, s)
+
+        def block(args):
+            u, d = args
+            return solve_modes(u, fixed_eta(beta, d), L, log_phi, d, s)
+
+        u, its = jax.lax.map(block, (u0, data))
+        return u, jnp.max(its)
+
+    @staticmethod
+    def block_negloglik(theta, u_hat, data, s):
+        """-log L of one block (arrays without the block axis)."""
+        beta, L, log_phi = SingleEngine.unpack(theta, s)
+        return -total_loglik(beta, L, log_phi, u_hat, data, s)
+
+    @staticmethod
+    def negloglik(theta, u_hat, data, s):
+        per_block = jax.vmap(SingleEngine.block_negloglik, in_axes=(None, 0, 0, None))
+        return jnp.sum(per_block(theta, u_hat, data, s))
+
+    @staticmethod
+    def value_grad_hess(theta, u_hat, data, s):
+        """Block by block (in sequence, so each block's temporaries stay small), summed."""
+        return jax.tree.map(lambda a: jnp.sum(a, axis=0), jax.lax.map(
+            lambda a: _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s),
+            (u_hat, data)))
+
+    @staticmethod
+    def conditional(theta, u_hat, data, s):
+        beta, L, log_phi = SingleEngine.unpack(theta, s)
+
+        def block(u, d):
+            return smallmat.inverse(grad_negHess(u, fixed_eta(beta, d), L, log_phi, d, s)[2])
+
+        return u_hat, jax.vmap(block)(u_hat, data)
+
+    @staticmethod
+    def zero_modes(s, data, xp=jnp):
+        return xp.zeros((data.y.shape[0], s.n_groups, s.q))
+
+    @staticmethod
+    def per_term(u, u_cov, clusters, n_levels):
+        """Each term's modes and conditional covariances by level: [(u [J, q], cov)]."""
+        J = n_levels[0]
+        blk, slot = (np.zeros(J, int), np.arange(J)) if clusters is None else clusters
+        return [(np.asarray(u)[blk, slot], np.asarray(u_cov)[blk, slot])]
 
 
-def unpack_np(theta: np.ndarray, s):
-    """:func:`unpack` in NumPy (for results, without dispatching JAX operations)."""
-    p = _p_theta(s)
-    Ls = _Ls(theta[p : p + s.n_cov], _qs(s), xp=np)
-    log_phi = theta[p + s.n_cov] if s.family.has_dispersion else 0.0
-    if not isinstance(s, MultiStructure):
-        return theta[:p].copy(), Ls[0], float(log_phi)
-    return theta[:p].copy(), Ls + [np.eye(s.p)] * int(s.reml), float(log_phi)
+class MultiEngine:
+    """Several random terms (or REML): the joint Laplace approximation (crossed.py)."""
 
+    name = "multi"
+    value_first = True  # a Hessian can cost seconds: check a risky trial's value first
 
-def pack(beta, L, log_phi, s) -> np.ndarray:
-    """Inverse of :func:`unpack` (NumPy)."""
-    Ls = L if isinstance(s, MultiStructure) else [L]
-    parts = [np.asarray(beta, float)[: _p_theta(s)]]
-    parts += [np.asarray(Lk, float)[np.tril_indices(len(Lk))] for Lk in Ls]
-    if s.family.has_dispersion:
-        parts.append(np.atleast_1d(float(log_phi)))
-    return np.concatenate(parts)
+    @staticmethod
+    def unpack(theta, s):
+        beta, Ls, log_phi = s.theta.unpack(theta)
+        return beta, Ls + [jnp.eye(s.p, dtype=theta.dtype)] * int(s.reml), log_phi
 
-
-def modes(theta, u0, data, s):
-    """Conditional modes u_hat(theta), started from u0; and the Newton iterations used.
-
-    One grouping factor: u0 and the modes are [B, J, q], solved block by block. A linear
-    mixed model from cross products has no inner problem: u0 is returned.
-    """
-    if isinstance(s, LmmStructure):
-        return u0, jnp.asarray(0)
-    beta, L, log_phi = unpack(theta, s)
-    if isinstance(s, MultiStructure):
+    @staticmethod
+    def modes(theta, u0, data, s):
+        beta, L, log_phi = MultiEngine.unpack(theta, s)
         return crossed.solve_modes(u0, crossed.fixed_eta(beta, data, s), L, log_phi, data, s)
 
-    def block(args):
-        u, d = args
-        return solve_modes(u, fixed_eta(beta, d), L, log_phi, d, s)
-
-    u, its = jax.lax.map(block, (u0, data))
-    return u, jnp.max(its)
-
-
-def block_negloglik(theta, u_hat, data, s):
-    """-log L of one block of a single-term model (arrays without the block axis)."""
-    beta, L, log_phi = unpack(theta, s)
-    return -total_loglik(beta, L, log_phi, u_hat, data, s)
-
-
-def negloglik(theta, u_hat, data, s):
-    """-log L(theta) by Laplace/AGHQ, given converged modes u_hat (exact derivatives)."""
-    if isinstance(s, LmmStructure):
-        return lmm.negloglik(unpack(theta, s), data, s)
-    if isinstance(s, MultiStructure):
-        beta, L, log_phi = unpack(theta, s)
+    @staticmethod
+    def negloglik(theta, u_hat, data, s):
+        beta, L, log_phi = MultiEngine.unpack(theta, s)
         return -crossed.loglik(beta, L, log_phi, u_hat, data, s)
-    per_block = jax.vmap(block_negloglik, in_axes=(None, 0, 0, None))
-    return jnp.sum(per_block(theta, u_hat, data, s))
 
+    @staticmethod
+    def value_grad_hess(theta, u_hat, data, s):
+        return _vgh(MultiEngine.negloglik, theta, u_hat, data, s)
 
-def conditional(theta, u_hat, data, s):
-    """Conditional modes of u given y at theta (u_hat, or computed for a linear mixed
-    model) and their conditional covariances, the diagonal blocks of (-H)^{-1}:
-    [B, J, q, q] (a list of [J_k, q_k, q_k] per term for several terms)."""
-    if isinstance(s, LmmStructure):
-        return lmm.conditional(unpack(theta, s), data, s)
-    beta, L, log_phi = unpack(theta, s)
-    if isinstance(s, MultiStructure):
+    @staticmethod
+    def conditional(theta, u_hat, data, s):
+        beta, L, log_phi = MultiEngine.unpack(theta, s)
         _, _, nh = crossed.grad_negHess(u_hat, crossed.fixed_eta(beta, data, s), L, log_phi,
                                         data, s)
         return u_hat, crossed.inverse_blocks(nh, data, s)
 
-    def block(u, d):
-        return smallmat.inverse(grad_negHess(u, fixed_eta(beta, d), L, log_phi, d, s)[2])
+    @staticmethod
+    def zero_modes(s, data, xp=jnp):
+        return [xp.zeros((J, q)) for q, J in zip(s.qs, s.Js, strict=True)]
 
-    return u_hat, jax.vmap(block)(u_hat, data)
+    @staticmethod
+    def per_term(u, u_cov, clusters, n_levels):
+        return [(np.asarray(a), np.asarray(c)) for a, c in zip(u, u_cov, strict=True)]
+
+
+class LmmEngine(MultiEngine):
+    """Gaussian models from cross products (lmm.py): no inner problem, exact."""
+
+    name = "lmm"
+
+    @staticmethod
+    def modes(theta, u0, data, s):
+        return u0, jnp.asarray(0)
+
+    @staticmethod
+    def negloglik(theta, u_hat, data, s):
+        return lmm.negloglik(LmmEngine.unpack(theta, s), data, s)
+
+    @staticmethod
+    def value_grad_hess(theta, u_hat, data, s):
+        return lmm.value_grad_hess(theta, data, s, LmmEngine.unpack)
+
+    @staticmethod
+    def conditional(theta, u_hat, data, s):
+        return lmm.conditional(LmmEngine.unpack(theta, s), data, s)
+
+
+_ENGINES = {Structure: SingleEngine, MultiStructure: MultiEngine, LmmStructure: LmmEngine}
+
+
+def engine(s):
+    """The engine of a model's static structure (by its exact type)."""
+    return _ENGINES[type(s)]
+
+
+def unpack(theta, s):
+    """theta -> (beta, L (one factor; a list for several terms), log dispersion)."""
+    return engine(s).unpack(theta, s)
+
+
+def unpack_np(theta: np.ndarray, s):
+    """:func:`unpack` in NumPy (REML's pseudo-term factor included)."""
+    beta, Ls, log_phi = s.theta.unpack_np(theta)
+    if engine(s) is SingleEngine:
+        return beta, Ls[0], log_phi
+    return beta, Ls + [np.eye(s.p)] * int(s.reml), log_phi
+
+
+def pack(beta, L, log_phi, s) -> np.ndarray:
+    """Inverse of :func:`unpack` (NumPy): ``L`` one factor or a list of them."""
+    return s.theta.pack(beta, L if isinstance(L, list) else [L], log_phi)
+
+
+def modes(theta, u0, data, s):
+    """Conditional modes u_hat(theta), started from u0; and the Newton iterations used."""
+    return engine(s).modes(theta, u0, data, s)
+
+
+def negloglik(theta, u_hat, data, s):
+    """-log L(theta) by Laplace/AGHQ, given converged modes u_hat (exact derivatives)."""
+    return engine(s).negloglik(theta, u_hat, data, s)
+
+
+def value_grad_hess(theta, u_hat, data, s):
+    """-log L, its gradient and exact (symmetrized) Hessian at theta (modes u_hat)."""
+    v, g, H = engine(s).value_grad_hess(theta, u_hat, data, s)
+    return v, g, 0.5 * (H + H.T)
+
+
+def conditional(theta, u_hat, data, s):
+    """Conditional modes of u given y at theta and their conditional covariances, the
+    diagonal blocks of (-H)^{-1}: [B, J, q, q] (a list per term for several terms)."""
+    return engine(s).conditional(theta, u_hat, data, s)
+
+
+def zero_modes(s, data, xp=jnp):
+    """Starting conditional modes: zeros ([B, J, q]; a [J_k, q_k] list for several
+    terms). ``xp=np`` outside jitted code: NumPy arguments compile no conversion
+    programs."""
+    return engine(s).zero_modes(s, data, xp)

@@ -13,11 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import lmm, xla
-from .crossed import MultiStructure
+from . import xla
 from .laplace import MAX_INNER_ITER, ClusterData, Structure
-from .lmm import LmmStructure
-from .objective import block_negloglik, conditional, modes, negloglik, unpack
+from .objective import conditional, engine, modes, negloglik, value_grad_hess
 
 
 class NewtonResult(NamedTuple):
@@ -33,31 +31,6 @@ class NewtonResult(NamedTuple):
     inner_converged: jax.Array  # the conditional modes at theta met their tolerance
     f0: jax.Array  # -log L at theta0
     n_eval: jax.Array  # points evaluated (accepted or not)
-
-
-def _vgh(f, theta, u_hat, data, s):
-    def grad_aux(t):
-        v, g = jax.value_and_grad(f)(t, u_hat, data, s)
-        return g, (v, g)
-
-    H, (v, g) = jax.jacfwd(grad_aux, has_aux=True)(theta)
-    return v, g, H
-
-
-def value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
-    """-log L, its gradient and exact Hessian at theta (modes u_hat at theta).
-
-    One grouping factor: computed block by block (in sequence, so that each block's
-    temporaries stay small) and summed.
-    """
-    if isinstance(s, LmmStructure):
-        v, g, H = lmm.value_grad_hess(theta, data, s, unpack)
-    elif isinstance(s, Structure):
-        v, g, H = jax.tree.map(lambda a: jnp.sum(a, axis=0), jax.lax.map(
-            lambda a: _vgh(block_negloglik, theta, a[0], a[1], s), (u_hat, data)))
-    else:
-        v, g, H = _vgh(negloglik, theta, u_hat, data, s)
-    return v, g, 0.5 * (H + H.T)
 
 
 def _direction(g, H):
@@ -103,7 +76,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     rejection or after a step from an indefinite Hessian is first checked on its value.
     """
     n = theta0.shape[0]
-    value_first = isinstance(s, MultiStructure)
+    value_first = engine(s).value_first
     free = jnp.ones(n, theta0.dtype) if free is None else free
 
     def accept(st: _State, theta, u, inner_ok, f, g, H):
@@ -131,7 +104,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         bound = st.f + 1e-4 * st.alpha * (st.g @ st.d)  # Armijo
         if value_first:
             risky = st.risky
-            if isinstance(s, LmmStructure):  # also when the step promises a large decrease
+            if engine(s).name == "lmm":  # also when the step promises a large decrease
                 risky = risky | (jnp.isfinite(st.f) & (-(st.g @ st.d) * st.alpha > 1.0))
             f_try = jax.lax.cond(risky, lambda: negloglik(theta, u, data, s),
                                  lambda: -jnp.inf * jnp.ones(()))
@@ -166,7 +139,7 @@ _newton_fit_small_jit = xla.jit(_newton_fit, options=xla.SMALL,
 
 def newton_program(data, s):
     """The jitted :func:`newton_fit` program for a model's data and structure."""
-    small = isinstance(s, Structure) and data.y.size <= SMALL_ROWS
+    small = engine(s).name == "single" and data.y.size <= SMALL_ROWS
     return _newton_fit_small_jit if small else _newton_fit_jit
 
 
@@ -214,6 +187,7 @@ def lbfgs_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 500,
     def cond(c):
         return (c[2] > tol) & (c[3] < max_iter)
 
-    init = (theta0, opt.init(theta0), jnp.asarray(jnp.inf), jnp.asarray(0))
-    theta, _, _, it = jax.lax.while_loop(cond, body, init)
+    with jax.numpy_dtype_promotion("standard"):  # (optax mixes int32 and int64 counters)
+        init = (theta0, opt.init(theta0), jnp.asarray(jnp.inf), jnp.asarray(0))
+        theta, _, _, it = jax.lax.while_loop(cond, body, init)
     return theta0 + free * (theta - theta0), it

@@ -6,11 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import nested
-from .crossed import MultiStructure
 from .design import ModelFrame
 from .families import Family
 from .laplace import Structure
-from .objective import pack
 
 START_ROWS = 100_000  # start coefficients from at most about this many rows (a strided sample)
 START_SD = (0.1, 5.0)  # a random intercept's start SD, link scale, in units of `scale`
@@ -91,8 +89,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         log_phi = 0.5 * np.log(max(scale**2 - var_sum, 0.05 * scale**2))
     elif X.shape[1] and var_sum:
         beta = _conditional_beta(fam, beta, frame.x_names, var_sum)
-    L = Ls if isinstance(s, MultiStructure) else Ls[0]
-    return pack(beta, L, log_phi, s)
+    return s.theta.pack(beta, Ls, log_phi)
 
 
 def _start_beta(fam: Family, X, y, n, offset, x_names, z):

@@ -14,6 +14,8 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
+# a silent dtype promotion (float32 creeping in, int and float arrays mixed) fails a test
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402

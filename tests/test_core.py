@@ -213,3 +213,18 @@ def test_with_a_new_response_refits_it():
         m.with_response(y[:5])
     with pytest.raises(gj.GLMMInputError, match="binomial response must be integer"):
         m.with_response(y + 0.5)
+
+
+def test_float64_stays_float64(cbpp_fit):
+    """Every array a fit returns is float64 (the suite also runs with JAX's strict dtype
+    promotion: see conftest.py)."""
+    res = cbpp_fit
+    for a in (res.theta, res.beta, res.beta_cov, res.hessian, res.gradient, res.cov_theta,
+              res.terms[0].b, res.terms[0].b_cov, res.terms[0].L):
+        assert a.dtype == np.float64
+    f, g, H = res.model.value_grad_hess(res.theta.astype(np.float32))
+    assert g.dtype == H.dtype == np.float64
+    import jax.numpy as jnp
+
+    fam = res.family
+    assert fam.linkinv(jnp.asarray([0.1])).dtype == jnp.float64

@@ -154,6 +154,28 @@ def test_laplace_is_agq_with_one_node(binary, binary_fit):
     assert model.loglik(theta) == pytest.approx(binary_fit.loglik, abs=1e-9)
 
 
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g)", "y ~ x + (1 + x | g)"])
+def test_the_quadrature_branch_with_one_node_is_laplace(binary, formula):
+    """The AGHQ code itself, run with the one-node rule (node 0, weight 1), gives the
+    Laplace value of every cluster (scalar and vector random effects)."""
+    import jax
+
+    from glmm_jax import laplace
+    from glmm_jax.objective import modes, unpack
+
+    model = gj.build_model(formula, binary, "binomial", nagq=1)
+    s, data = model.structure, model.data
+    theta = model.start() + 0.1
+    u, _ = modes(theta, np.zeros((data.y.shape[0], s.n_groups, s.q)), data, s)
+    beta, L, log_phi = unpack(jax.numpy.asarray(theta), s)
+    block = jax.tree.map(lambda a: a[0], data)
+    t, logw = laplace.gh_rule(1, s.q)
+    assert t.shape == (1, s.q) and np.all(t == 0) and logw[0] == 0.0
+    quad = laplace.quadrature_loglik(beta, L, log_phi, u[0], block, s, t, logw)
+    lap = laplace.marginal_loglik(beta, L, log_phi, u[0], block, s)
+    np.testing.assert_allclose(np.asarray(quad), np.asarray(lap), rtol=1e-12, atol=1e-10)
+
+
 def test_cbind_equals_binary(binary, binary_fit):
     res = gj.fit("cbind(y, 1 - y) ~ x + (1 | g)", binary, "binomial")
     assert_same_fit(binary_fit, res)
