@@ -3,12 +3,14 @@
 Usage::
 
     git worktree add /tmp/base <commit>          # the commit to compare with
-    python benchmarks/bench_ab.py --base /tmp/base [--core a,b] [--multi a,b] [--rounds 2]
+    python benchmarks/bench_ab.py --base /tmp/base [--core a,b] [--multi a,b] \
+        [--batch cbpp_many:1000,registry_outcomes:50] [--rounds 2]
 
 Each round runs every case once with each tree (base first, then this tree, so drifts of
 this VM's speed hit both), each in a fresh process with an empty persistent compilation
 cache, through that tree's own ``benchmarks/run_glmm_jax.py`` (core cases) and
-``benchmarks/bench_multi.py --child`` (several-terms cases). Writes
+``benchmarks/bench_multi.py --child`` (several-terms cases) and ``bench_batch.py --case``
+(fit_many cases). Writes
 ``results/ab_<timestamp>.json`` with every run and, per case, the medians and the ratios
 this tree / base of the cold and warm times and of the warm fit's memory.
 """
@@ -29,6 +31,9 @@ def run(tree: Path, kind: str, case: str) -> dict:
     bench = tree / "benchmarks"
     if kind == "core":
         cmd = [sys.executable, str(bench / "run_glmm_jax.py"), case]
+    elif kind == "batch":  # "cbpp_many:1000", "registry_outcomes:50"
+        name, n = case.split(":")
+        cmd = [sys.executable, str(bench / "bench_batch.py"), "--case", name, "--n", n]
     else:
         cmd = [sys.executable, str(bench / "bench_multi.py"), "--child", case]
     return run_fresh(cmd, 1800, "glmm_jax")
@@ -48,11 +53,13 @@ def main() -> None:
     ap.add_argument("--base", required=True, help="root of the tree to compare with")
     ap.add_argument("--core", default="logit_ri_100k,logit_slope_200k")
     ap.add_argument("--multi", default="verbagg_crossed,grouseticks_olre,insteval_sim")
+    ap.add_argument("--batch", default="", help="fit_many cases, e.g. cbpp_many:1000")
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     trees = {"base": Path(args.base).resolve(), "this": HERE.parent}
     cases = [("core", c) for c in args.core.split(",") if c] + \
-        [("multi", c) for c in args.multi.split(",") if c]
+        [("multi", c) for c in args.multi.split(",") if c] + \
+        [("batch", c) for c in args.batch.split(",") if c]
     runs = {(k, c, t): [] for k, c in cases for t in trees}
     for _ in range(args.rounds):
         for kind, case in cases:
