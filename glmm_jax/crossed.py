@@ -29,8 +29,8 @@ import numpy as np
 
 from . import nested, smallmat
 from .families import Family
-from .laplace import LOG_2PI, MAX_INNER_ITER, TOL_INNER, row_derivs
-from .modes import implicit_mode_rule
+from .laplace import LOG_2PI, row_derivs
+from .modes import MAX_INNER_ITER, TOL_INNER, damped_newton, implicit_mode_rule
 from .theta import ThetaLayout
 
 
@@ -250,30 +250,11 @@ def log_det(nh, data: MultiData, s: MultiStructure):
 
 def solve_modes(u0, eta0, Ls, log_phi, data: MultiData, s: MultiStructure,
                 tol: float = TOL_INNER, max_iter: int = MAX_INNER_ITER):
-    """Joint conditional modes by Newton with step halving (h is strictly concave).
-
-    As in laplace.solve_modes, each iteration makes one pass over the rows at the trial
-    point, which is accepted if h did not decrease (then the next Newton step is solved
-    there) or else moved back halfway; it stops when the step is below ``tol`` and applies
-    it unevaluated (quadratic convergence: modes accurate to about ``tol**2``).
-    """
-
-    def newton(state):
-        u, h_u, step, alpha, _, it = state
-        trial = [uk + alpha * dk for uk, dk in zip(u, step, strict=True)]
-        h, g, nh = grad_negHess(trial, eta0, Ls, log_phi, data, s)
-        ok = h >= h_u - 1e-12 * (1.0 + jnp.abs(h_u))
-        u, h_u, step, alpha = jax.lax.cond(
-            ok, lambda: (trial, h, solve(nh, g, data, s), jnp.ones(())),
-            lambda: (u, h_u, step, 0.5 * alpha))
-        size = jnp.max(jnp.concatenate([jnp.abs(alpha * dk).reshape(-1) for dk in step]))
-        return u, h_u, step, alpha, size, it + 1
-
-    init = (list(u0), jnp.asarray(-jnp.inf), [jnp.zeros_like(uk) for uk in u0],
-            jnp.ones(()), jnp.asarray(jnp.inf), jnp.asarray(0))
-    u, _, step, alpha, _, it = jax.lax.while_loop(
-        lambda st: (st[4] > tol) & (st[5] < max_iter), newton, init)
-    return [uk + alpha * dk for uk, dk in zip(u, step, strict=True)], it
+    """Joint conditional modes (a list per term; h strictly concave) by
+    :func:`modes.damped_newton` with step halving; and the iterations used."""
+    return damped_newton(u0, lambda u: grad_negHess(u, eta0, Ls, log_phi, data, s),
+                         lambda nh, g: solve(nh, g, data, s), per_cluster=False, tol=tol,
+                         max_iter=max_iter)
 
 
 implicit_mode = implicit_mode_rule(lambda u, e0, L, lp, data, s: grad_negHess(

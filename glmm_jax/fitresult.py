@@ -10,7 +10,7 @@ import numpy as np
 from .design import ModelFrame
 from .errors import ConvergenceWarning, SingularFitWarning, warn
 from .families import Family
-from .laplace import MAX_INNER_ITER, TOL_INNER
+from .modes import MAX_INNER_ITER, TOL_INNER
 from .objective import engine
 from .optimize import MAX_STEP, TOL
 from .results import Convergence, GLMMResult, TermFit

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import smallmat
 from .families import Family
-from .modes import implicit_mode_rule
+from .modes import MAX_INNER_ITER, TOL_INNER, damped_newton, implicit_mode_rule
 from .theta import ThetaLayout
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -252,43 +252,15 @@ def grad_negHess(u, eta0, L, log_phi, data: ClusterData, s: Structure):
     return h, g, negH
 
 
-MAX_INNER_ITER = 100
-TOL_INNER = 1e-6  # largest mode step at which the inner Newton stops (modes ~ TOL_INNER**2)
-
-
 def solve_modes(u0, eta0, L, log_phi, data: ClusterData, s: Structure,
                 tol: float = TOL_INNER, max_iter: int = MAX_INNER_ITER):
-    """Conditional modes of every cluster by damped Newton (h_j is strictly concave).
-
-    Each iteration makes one pass over the rows: it evaluates h, its gradient and Hessian
-    at every cluster's trial point, accepts the trial where h did not decrease (and takes
-    the Newton step from there), and otherwise shrinks that cluster's step. Stops when
-    every step is below ``tol`` and applies that last step unevaluated: Newton converges
-    quadratically here, so the modes are then accurate to about ``tol**2``.
-    Returns the modes [J, q] and the number of iterations used.
-    """
-
-    def newton(state):
-        u, h_u, step, alpha, _, it = state
-        trial = u + alpha[:, None] * step
-        h, g, negH = grad_negHess(trial, eta0, L, log_phi, data, s)
-        ok = h >= h_u - 1e-12 * (1.0 + jnp.abs(h_u))
-        new_step = smallmat.chol_solve(negH, g)
-        u = jnp.where(ok[:, None], trial, u)
-        h_u = jnp.where(ok, h, h_u)
-        step = jnp.where(ok[:, None], new_step, step)
-        alpha = jnp.where(ok, 1.0, 0.25 * alpha)
-        size = jnp.max(jnp.abs(alpha[:, None] * step))
-        return u, h_u, step, alpha, size, it + 1
-
-    def cond(state):
-        return (state[4] > tol) & (state[5] < max_iter)
-
-    J = u0.shape[0]
-    init = (u0, jnp.full(J, -jnp.inf), jnp.zeros_like(u0), jnp.ones(J),
-            jnp.asarray(jnp.inf), jnp.asarray(0))
-    u, _, step, alpha, _, it = jax.lax.while_loop(cond, newton, init)
-    return u + alpha[:, None] * step, it
+    """Conditional modes [J, q] of every cluster (each h_j strictly concave) by
+    :func:`modes.damped_newton`, each cluster accepting or shrinking its own step; and
+    the number of iterations used."""
+    return damped_newton(
+        u0, lambda u: grad_negHess(u, eta0, L, log_phi, data, s),
+        lambda nh, g: smallmat.chol_solve(nh, g), per_cluster=True, tol=tol,
+        max_iter=max_iter)
 
 
 implicit_mode = implicit_mode_rule(

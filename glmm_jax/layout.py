@@ -46,6 +46,7 @@ class Laid(NamedTuple):
     structure: Structure | MultiStructure
     data: ClusterData | MultiData | lmm.LmmData
     clusters: tuple | None = None
+    respond: object = None  # respond(y, trials): the data's fields that depend on y (NumPy)
 
 
 def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: bool = False,
@@ -91,9 +92,20 @@ def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices) -> Laid:
     s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), nagq)
     # and chunks to a multiple of the number of devices, over which they are sharded
     n_chunks = -(-bucket(layout.max_chunks) // len(devices)) * len(devices)
-    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, bucket(layout.n_blocks),
+    n_blocks = bucket(layout.n_blocks)
+    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, n_blocks,
                           put=lambda a: place(a, devices))
-    return Laid(frame, s, arrays, (layout.cluster_block, layout.cluster_slot))
+    flat = (layout.block * n_chunks + layout.chunk) * layout.size + layout.slot
+    shape = arrays.y.shape
+
+    def respond(y, trials):
+        out = {"y": np.ones(int(np.prod(shape))), "trials": np.ones(int(np.prod(shape)))}
+        out["y"][flat], out["trials"][flat] = y, trials
+        lc = np.bincount(layout.block, frame.weights * fam.log_const(y, trials), n_blocks)
+        return {"y": out["y"].reshape(shape), "trials": out["trials"].reshape(shape),
+                "log_const": lc}
+
+    return Laid(frame, s, arrays, (layout.cluster_block, layout.cluster_slot), respond)
 
 
 def bucket(n: int) -> int:
@@ -120,10 +132,14 @@ def _build_lmm(frame: ModelFrame, fam: Family, nagq: int, reml: bool, devices) -
     stats = lmm.cross_products(frame.X, frame.y - frame.offset, terms, Js, frame.trials)
     if stats is None:
         return None
+
+    def respond(y, trials):
+        return lmm.response_products(frame.X, y - frame.offset, terms, Js, trials)
+
     qs = tuple(len(g.z_names) for g in groups) + (p,) * reml
     s = lmm.LmmStructure(fam, p, qs, Js + (1,) * reml, nagq, reml=reml)
-    return Laid(replace(frame, groups=tuple(groups)), s,
-                 jax.device_put(stats, devices[0]))
+    return Laid(replace(frame, groups=tuple(groups)), s, jax.device_put(stats, devices[0]),
+                None, respond)
 
 
 def _check_one_term_for_agq(frame: ModelFrame, nagq: int) -> None:
@@ -176,7 +192,11 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
         log_const=np.asarray(np.sum(frame.weights * fam.log_const(frame.y, frame.trials))),
         anc=anc or (),
     )
-    return Laid(frame, s, place_rows(arrays, devices))
+    def respond(y, trials):
+        return {"y": rows(y, 1), "trials": rows(trials, 1), "log_const": np.asarray(
+            np.sum(frame.weights * fam.log_const(y, trials)))}
+
+    return Laid(frame, s, place_rows(arrays, devices), None, respond)
 
 
 def _shard(arrays, devices, spec: P, is_sharded):

@@ -145,6 +145,20 @@ def cross_products(X, y, terms, Js, weights=None) -> LmmData | None:
         np.asarray(y @ y), np.asarray(half_log_w))
 
 
+def response_products(X, y, terms, Js, weights=None) -> dict:
+    """The fields of :func:`cross_products` that depend on the response: Z'y by level
+    of term 0, the other terms' Z'y, X'y and y'y (rows scaled by sqrt(weights))."""
+    if weights is not None and np.any(weights != 1.0):
+        sw = np.sqrt(weights)
+        X, y = X * sw[:, None], y * sw
+        terms = [(Z * sw[:, None], c) for Z, c in terms]
+    Z0, c0 = terms[0]
+    Zty0 = np.stack([np.bincount(c0, Z0[:, a] * y, Js[0]) for a in range(Z0.shape[1])], -1)
+    Ztyr = np.asarray(_rest_matrix(terms, Js).T @ y).reshape(-1) if len(terms) > 1 else \
+        np.zeros(0)
+    return {"Zty0": Zty0, "Ztyr": Ztyr, "Xty": X.T @ y, "yty": np.asarray(y @ y)}
+
+
 def _pairs(ent_j, ent_r, n_j):
     """Index pairs e1 <= e2 of entries (sorted by level j, then column r; ``n_j`` entries
     at level j) that share a level, grouped by the column of e1 in increasing order (so

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -19,7 +20,7 @@ from .formula import parse_formula
 from .laplace import Structure
 from .layout import lay_out, one_blas_thread
 from .objective import engine, modes, negloglik, zero_modes
-from .optimize import lbfgs_fit, newton_fit, value_grad_hess
+from .optimize import lbfgs_fit, newton_fit, newton_fit_many, value_grad_hess
 from .results import GLMMResult
 from .start import start_values
 
@@ -47,6 +48,7 @@ class Model:
     structure: Structure | MultiStructure
     data: object  # the engine's device arrays
     clusters: tuple | None = None  # one grouping factor: (block, slot) of each cluster
+    respond: object = field(default=None, repr=False, compare=False)  # see layout.Laid
 
     def __repr__(self) -> str:
         s = self.structure
@@ -126,11 +128,57 @@ class Model:
         if bad.any() or not np.all(np.isfinite(y)):
             raise GLMMInputError(f"with_response: the new {fam.title} response {need or ''} "
                                  f"and finite; {int(bad.sum())} values are not")
-        frame = replace(f, y=y, trials=trials)
-        s = self.structure
-        laid = lay_out(frame, fam, s.nagq, _devices(self.data), getattr(s, "reml", False),
-                       engine(s).name)
-        return Model(self.formula, laid.frame, laid.structure, laid.data, laid.clusters)
+        new = {k: jax.device_put(v, getattr(self.data, k).sharding)
+               for k, v in self.respond(y, trials).items()}
+        return replace(self, frame=replace(f, y=y, trials=trials),
+                       data=self.data._replace(**new))
+
+    def fit_responses(self, Y, trials=None, start=None, max_iter: int = 100,
+                      batch_size: int = 64) -> list[GLMMResult]:
+        """Fit the model to each row of ``Y`` ([K, n]: K responses for the rows of the
+        fit; ``trials`` [K, n] or [n] for binomial models) in one vmapped, compiled
+        program per batch of ``batch_size`` (the last batch padded, so one program
+        serves all), from ``start`` (default: :meth:`start` of the model's own data).
+        A response whose Newton run stops early continues with L-BFGS, as in
+        :meth:`fit`; warnings are not issued (see each result's ``convergence``)."""
+        f, s = self.frame, self.structure
+        Y = np.atleast_2d(np.asarray(Y, dtype=float))
+        T = np.broadcast_to(f.trials if trials is None else np.asarray(trials, float),
+                            Y.shape)
+        for k in range(len(Y)):  # validates each
+            bad, need = s.family.invalid_response(Y[k], T[k])
+            if bad.any() or Y[k].shape != f.y.shape:
+                raise GLMMInputError(f"fit_responses: response {k} is not a valid "
+                                     f"{s.family.title} response {need} for {len(f.y)} rows")
+        theta0 = self.start() if start is None else self._theta(start)
+        devices = _devices(self.data)
+        if len(devices) > 1:  # sharded data: one response at a time
+            return [self.with_response(y, t).fit(start=theta0, max_iter=max_iter)
+                    for y, t in zip(Y, T, strict=True)]
+        fields = tuple(self.respond(Y[0], T[0]))
+        u0 = zero_modes(s, self.data, np)
+        out = []
+        for b0 in range(0, len(Y), batch_size):
+            idx = list(range(b0, min(b0 + batch_size, len(Y))))
+            pad = idx + [idx[0]] * (batch_size - len(idx))
+            parts = [self.respond(Y[i], T[i]) for i in pad]
+            data = self.data._replace(**{k: jax.device_put(np.stack([p[k] for p in parts]),
+                                                           devices[0]) for k in fields})
+            stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
+            res = newton_fit_many(np.tile(theta0, (batch_size, 1)), stack, data, s,
+                                  max_iter=max_iter, fields=fields)
+            res = jax.tree.map(np.asarray, res)
+            for j, i in enumerate(idx):
+                one = jax.tree.map(lambda a, j=j: a[j], res)
+                model = self.with_response(Y[i], T[i])
+                run = Run(theta0, max_iter)
+                run.newton(one)
+                notes = ()
+                if not one.converged:
+                    one, notes = continue_with_lbfgs(one, model.data, s, max_iter, run)
+                out.append(make_result(self.formula, model.frame, s.family, s, one, run,
+                                       notes, self.clusters, model=model))
+        return out
 
     def fit(self, start=None, fixed: dict | None = None, max_iter: int = 100) -> GLMMResult:
         """Maximize the log-likelihood from ``start`` (default :meth:`start`), holding the
@@ -150,8 +198,6 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
 
 def _devices(data) -> list:
     """The devices the model's arrays live on."""
-    import jax
-
     leaf = jax.tree.leaves(data)[0]
     return sorted(leaf.sharding.device_set, key=lambda d: d.id)
 
@@ -208,7 +254,7 @@ def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1
                      devices=None, reml: bool = False, engine: str | None = None) -> Model:
     """A Model of a validated frame (see :func:`build_model`)."""
     laid = lay_out(frame, fam, nagq, devices, reml, engine)
-    return Model(formula, laid.frame, laid.structure, laid.data, laid.clusters)
+    return Model(formula, laid.frame, laid.structure, laid.data, laid.clusters, laid.respond)
 
 
 def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None = None

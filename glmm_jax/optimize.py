@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import xla
-from .laplace import MAX_INNER_ITER, ClusterData, Structure
+from .laplace import ClusterData, Structure
+from .modes import MAX_INNER_ITER
 from .objective import conditional, engine, modes, negloglik, value_grad_hess
 
 
@@ -149,10 +150,15 @@ def newton_fit(theta0, u0, data, s, max_iter: int = 100, free=None) -> NewtonRes
     return newton_program(data, s)(theta0, u0, data, s, max_iter=max_iter, free=free)
 
 
-@partial(xla.jit, static_argnames=("s", "max_iter"))
-def newton_fit_many(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100):
-    """:func:`newton_fit` vmapped over a leading batch axis of theta0, u0 and data."""
-    return jax.vmap(lambda t, u, d: _newton_fit(t, u, d, s, max_iter))(theta0, u0, data)
+@partial(xla.jit, static_argnames=("s", "max_iter", "fields"))
+def newton_fit_many(theta0, u0, data, s, max_iter: int = 100, fields=None):
+    """:func:`newton_fit` vmapped over a leading batch axis of theta0, u0 and data: of
+    all the arrays of ``data`` (a NamedTuple), or only of the named ``fields`` (a new
+    response for the same model: ``("y", "log_const")``), the others shared."""
+    axes = 0 if fields is None else data._replace(
+        **{f: (0 if f in fields else None) for f in data._fields})
+    return jax.vmap(lambda t, u, d: _newton_fit(t, u, d, s, max_iter),
+                    in_axes=(0, 0, axes))(theta0, u0, data)
 
 
 @partial(xla.jit, static_argnames=("s", "max_iter"))

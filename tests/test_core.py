@@ -228,3 +228,37 @@ def test_float64_stays_float64(cbpp_fit):
 
     fam = res.family
     assert fam.linkinv(jnp.asarray([0.1])).dtype == jnp.float64
+
+
+@pytest.mark.parametrize("formula, ds, family, reml", [
+    (CBPP, "cbpp", "binomial", None),
+    ("Reaction ~ Days + (Days | Subject)", "sleepstudy", "gaussian", False),
+    ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", "grouseticks", "poisson", None),
+])
+def test_fit_responses_equals_one_fit_per_response(formula, ds, family, reml):
+    """Responses simulated from the fit, fitted in one vmapped program (a batch of 4,
+    the last one padded), equal fitting each with_response model on its own."""
+    import jax
+
+    from glmm_jax.optimize import newton_fit_many
+
+    m = gj.build_model(formula, gj.datasets.load(ds), family=family, reml=reml)
+    res = m.fit()
+    f = m.frame
+    eta = f.X @ res.beta + f.offset + sum(
+        np.sum(g.Z * t.b[g.codes], axis=1) for g, t in zip(f.groups, res.terms, strict=True))
+    log_phi = np.log(res.dispersion) if res.dispersion is not None else 0.0
+    keys = jax.random.split(jax.random.PRNGKey(1), 6)
+    Y = np.stack([np.asarray(res.family.sample(k, res.family.linkinv(eta), log_phi, f.trials))
+                  for k in keys])
+    batch = m.fit_responses(Y, batch_size=4)
+    compiled = newton_fit_many._cache_size()
+    m.fit_responses(Y[:3], batch_size=4)
+    assert newton_fit_many._cache_size() == compiled  # one program for every batch
+    assert len(batch) == 6
+    for k in (0, 5):
+        one = m.with_response(Y[k]).fit(start=m.start())
+        assert batch[k].converged and one.converged
+        assert batch[k].loglik == pytest.approx(one.loglik, abs=1e-8)
+        np.testing.assert_allclose(batch[k].theta, one.theta, atol=1e-6)
+        np.testing.assert_array_equal(batch[k].frame.y, Y[k])
