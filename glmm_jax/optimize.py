@@ -133,15 +133,15 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
 
 
 SMALL_ROWS = 2**18  # one grouping factor, up to this many rows: xla.SMALL's emitters
-_newton_fit_jit = xla.jit(_newton_fit, static_argnames=("s", "max_iter"))
-_newton_fit_small_jit = xla.jit(_newton_fit, options=xla.SMALL,
-                                static_argnames=("s", "max_iter"))
+# the two compiled Newton programs: XLA's default emitters, and xla.SMALL's
+NEWTON_DEFAULT = xla.jit(_newton_fit, static_argnames=("s", "max_iter"))
+NEWTON_SMALL = xla.jit(_newton_fit, options=xla.SMALL, static_argnames=("s", "max_iter"))
 
 
 def newton_program(data, s):
     """The jitted :func:`newton_fit` program for a model's data and structure."""
     small = engine(s).name == "single" and data.y.size <= SMALL_ROWS
-    return _newton_fit_small_jit if small else _newton_fit_jit
+    return NEWTON_SMALL if small else NEWTON_DEFAULT
 
 
 def newton_fit(theta0, u0, data, s, max_iter: int = 100, free=None) -> NewtonResult:

@@ -76,10 +76,10 @@ def test_small_and_large_programs_agree(monkeypatch):
 
     df = _data([6] * 15 + [9] * 10)
     model = gj.build_model("y ~ x + (1 | g)", df, family="poisson")
-    assert newton_program(model.data, model.structure) is optimize._newton_fit_small_jit
+    assert newton_program(model.data, model.structure) is optimize.NEWTON_SMALL
     small = gj.fit("y ~ x + (1 | g)", df, family="poisson")
     monkeypatch.setattr(optimize, "SMALL_ROWS", 0)
-    assert newton_program(model.data, model.structure) is optimize._newton_fit_jit
+    assert newton_program(model.data, model.structure) is optimize.NEWTON_DEFAULT
     large = gj.fit("y ~ x + (1 | g)", df, family="poisson")
     assert small.converged and large.converged
     assert small.loglik == pytest.approx(large.loglik, abs=1e-9)
