@@ -33,10 +33,14 @@ def _asarray(x):
     return x if isinstance(x, jax.Array) else np.asarray(x, dtype=float)
 
 
+def _expit_slope(mu):
+    return mu * (1.0 - mu)
+
+
 # link: (g(mu), g^-1(eta), d mu / d eta), each given the array and (xp, special)
 _LINKS = {
     "logit": (lambda mu, xp, sp: sp.logit(mu), lambda eta, xp, sp: sp.expit(eta),
-              lambda eta, xp, sp: sp.expit(eta) * sp.expit(-eta)),
+              lambda eta, xp, sp: _expit_slope(sp.expit(eta))),
     "probit": (lambda mu, xp, sp: sp.ndtri(mu), lambda eta, xp, sp: sp.ndtr(eta),
                lambda eta, xp, sp: xp.exp(-0.5 * eta * eta) / np.sqrt(2.0 * np.pi)),
     "cloglog": (lambda mu, xp, sp: xp.log(-xp.log1p(-mu)),

@@ -51,16 +51,19 @@ def inverse_hessian(H: np.ndarray, messages: list) -> np.ndarray:
         return np.full_like(H, np.nan)
 
 
-def _convergence(out, run: Run, free: np.ndarray) -> Convergence:
+def _convergence(out, run: Run, free: np.ndarray, cov_theta: np.ndarray) -> Convergence:
     g, H = np.asarray(out.grad, dtype=float), np.asarray(out.hess, dtype=float)
-    gf, Hf = g[free], H[np.ix_(free, free)]
+    all_free = bool(free.all())
+    gf, Hf = (g, H) if all_free else (g[free], H[np.ix_(free, free)])
     ev = np.linalg.eigvalsh(Hf) if Hf.size else np.zeros(1)
     finite = bool(np.all(np.isfinite(np.asarray(out.theta)))) and np.isfinite(float(out.f))
-    try:
-        scaled = float(np.max(np.abs(np.linalg.solve(Hf, gf)))) if gf.size and ev[0] > 0 \
-            else (0.0 if not gf.size else float("inf"))
-    except np.linalg.LinAlgError:
+    if not gf.size:
+        scaled = 0.0
+    elif ev[0] <= 0:
         scaled = float("inf")
+    else:  # the Newton step H^-1 g (the inverse is at hand where nothing is fixed)
+        step = cov_theta @ g if all_free else np.linalg.solve(Hf, gf)
+        scaled = float(np.max(np.abs(step)))
     max_grad = float(np.max(np.abs(gf))) if gf.size else 0.0
     if not finite:
         status, msg = "not_finite", "the estimates or the log-likelihood are not finite"
@@ -81,8 +84,8 @@ def _convergence(out, run: Run, free: np.ndarray) -> Convergence:
         msg += "; the Hessian is not positive definite"
     return Convergence(
         status=status, message=msg, methods=tuple(run.methods),
-        theta_start=np.asarray(run.theta_start, dtype=float).copy(),
-        theta_final=np.asarray(out.theta, dtype=float).copy(),
+        theta_start=np.asarray(run.theta_start, dtype=float),
+        theta_final=np.asarray(out.theta, dtype=float),
         objective_start=run.objective_start, objective_final=float(out.f),
         n_iter=run.n_iter, n_eval=run.n_eval, n_lbfgs=run.n_lbfgs, grad_norm=scaled,
         max_abs_grad=max_grad, min_eigenvalue=float(ev[0]),
@@ -123,7 +126,7 @@ def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
     free = np.ones(len(theta), bool)
     if run.fixed and model is not None:
         free[[model.theta_names.index(n) for n in run.fixed]] = False
-    conv = _convergence(out, run, free)
+    conv = _convergence(out, run, free, cov_theta)
     converged = conv.status == "converged"
     if not converged:
         messages.append(conv.message)
@@ -138,7 +141,7 @@ def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
         theta=theta, cov_theta=cov_theta, loglik=-float(out.f),
         converged=converged, n_iter=run.n_iter, singular=singular,
         messages=tuple(messages), n_dropped=frame.n_dropped, aliased=frame.aliased,
-        frame=frame, hessian=H.copy(), gradient=np.asarray(out.grad, dtype=float).copy(),
+        frame=frame, hessian=H, gradient=np.asarray(out.grad, dtype=float),
         convergence=conv, model_=model, builder=builder,
     )
 
