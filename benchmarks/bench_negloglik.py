@@ -3,7 +3,9 @@
 
 Usage: ``python benchmarks/bench_negloglik.py [--cases logit_ri_100k,logit_slope_200k]``.
 Each is compiled by a first call, then timed as the median of 7 calls at the start
-values; the ratio negloglik / value_grad_hess is what profiles and line searches save.
+values, with the modes solved from zero, and from the modes of a nearby theta (as along
+a profile); the ratios negloglik / value_grad_hess are what profiles and line searches
+save.
 Writes ``results/negloglik_<timestamp>.json``.
 """
 
@@ -13,6 +15,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,8 +50,14 @@ def main() -> None:
         theta = model.start()
         nll_first, nll = timed(model.negloglik, theta)
         vgh_first, vgh = timed(model.value_grad_hess, theta)
+        # warm: modes from those of a nearby theta (as along a profile)
+        u = model.modes(theta - 0.05)
+        _, nll_warm = timed(partial(model.negloglik, u0=u), theta)
+        _, vgh_warm = timed(partial(model.value_grad_hess, u0=u), theta)
         row = {"case": name, "negloglik_s": nll, "value_grad_hess_s": vgh,
-               "ratio": nll / vgh, "negloglik_first_s": nll_first,
+               "ratio": nll / vgh, "negloglik_warm_s": nll_warm,
+               "value_grad_hess_warm_s": vgh_warm, "ratio_warm": nll_warm / vgh_warm,
+               "ratio_warm_to_cold_vgh": nll_warm / vgh, "negloglik_first_s": nll_first,
                "value_grad_hess_first_s": vgh_first,
                "same_value": abs(model.negloglik(theta) - model.value_grad_hess(theta)[0])}
         print(row, flush=True)

@@ -75,23 +75,31 @@ class Model:
                                  f"({', '.join(self.theta_names)}), not shape {theta.shape}")
         return theta
 
-    def negloglik(self, theta) -> float:
-        """-log L at ``theta``: the value alone (no derivatives), conditional modes solved
-        from zero; one compiled program per model structure."""
+    def negloglik(self, theta, u0=None) -> float:
+        """-log L at ``theta``: the value alone (no derivatives); one compiled program per
+        model structure. The conditional modes are solved from ``u0`` (default zeros; the
+        modes of a nearby theta, from :meth:`modes`, save most of the work: profiles)."""
         s = self.structure
-        return float(_nll(self._theta(theta), zero_modes(s, self.data, np),
-                          self.data, s))
+        return float(_nll(self._theta(theta), self._u0(u0), self.data, s))
 
-    def loglik(self, theta) -> float:
+    def loglik(self, theta, u0=None) -> float:
         """Log marginal likelihood at ``theta``."""
-        return -self.negloglik(theta)
+        return -self.negloglik(theta, u0)
 
-    def value_grad_hess(self, theta):
-        """-loglik, its gradient and its exact Hessian at ``theta`` (NumPy arrays)."""
+    def value_grad_hess(self, theta, u0=None):
+        """-loglik, its gradient and its exact Hessian at ``theta`` (NumPy arrays); modes
+        solved from ``u0`` as in :meth:`negloglik`."""
         s = self.structure
-        f, g, H = _vgh(self._theta(theta), zero_modes(s, self.data, np),
-                       self.data, s)
+        f, g, H = _vgh(self._theta(theta), self._u0(u0), self.data, s)
         return float(f), np.asarray(g), np.asarray(H)
+
+    def modes(self, theta, u0=None):
+        """The conditional modes at ``theta`` in the engine's layout (to start
+        :meth:`negloglik` or :meth:`value_grad_hess` at a nearby theta)."""
+        return _modes(self._theta(theta), self._u0(u0), self.data, self.structure)
+
+    def _u0(self, u0):
+        return zero_modes(self.structure, self.data, np) if u0 is None else u0
 
     def design(self, newdata: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
         """The fixed-effects matrix X and each random term's Z for ``newdata``, built as
@@ -206,6 +214,11 @@ def _devices(data) -> list:
 def _vgh(theta, u0, data, s):
     u, _ = modes(theta, u0, data, s)
     return value_grad_hess(theta, u, data, s)
+
+
+@partial(xla.jit, static_argnames="s")
+def _modes(theta, u0, data, s):
+    return modes(theta, u0, data, s)[0]
 
 
 @partial(xla.jit, static_argnames="s")

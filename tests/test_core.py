@@ -262,3 +262,12 @@ def test_fit_responses_equals_one_fit_per_response(formula, ds, family, reml):
         assert batch[k].loglik == pytest.approx(one.loglik, abs=1e-8)
         np.testing.assert_allclose(batch[k].theta, one.theta, atol=1e-6)
         np.testing.assert_array_equal(batch[k].frame.y, Y[k])
+
+
+def test_modes_warm_start_the_value(cbpp_fit):
+    m = cbpp_fit.model
+    theta = cbpp_fit.theta + 0.02
+    u = m.modes(cbpp_fit.theta)
+    assert m.negloglik(theta, u0=u) == pytest.approx(m.negloglik(theta), abs=1e-10)
+    f, g, _ = m.value_grad_hess(theta, u0=u)
+    np.testing.assert_allclose(g, m.value_grad_hess(theta)[1], atol=1e-8)
