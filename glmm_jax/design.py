@@ -42,8 +42,8 @@ class ModelFrame:
     ``weights`` multiply each row's log density (prior weights; binomial weights that
     give the number of trials are in ``trials`` instead). For the Gaussian family
     ``trials`` holds the precision weights (the residual variance of a row is
-    sigma^2 / w), 1 without weights. ``prior_weights`` are the user's ``weights=`` (None
-    without); ``response_note`` says which level of a two-level response is a success.
+    sigma^2 / w), 1 without weights. ``response_note`` says which level of a two-level
+    response is a success.
     """
 
     X: np.ndarray
@@ -57,7 +57,6 @@ class ModelFrame:
     n_dropped: int
     aliased: tuple[str, ...]
     weights: np.ndarray | None = None
-    prior_weights: np.ndarray | None = None
     weights_label: str | None = None
     offset_label: str | None = None
     encoding: Encoding | None = field(default=None, compare=False)
@@ -463,7 +462,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
                 f"(its factors: {', '.join(sorted(used)) or 'none'})")
     groups = tuple(g for t in rterms for g in _grouping(t, df, *zs[t.expr]))
     return ModelFrame(X, x_names, y, trials, off, groups, response_name, index,
-                      n_dropped, aliased, weights=row_w, prior_weights=w,
+                      n_dropped, aliased, weights=row_w,
                       weights_label=extra.get("weights", (None, None))[1],
                       offset_label=extra.get("offset", (None, None))[1], encoding=enc,
                       response_note=note)
@@ -476,11 +475,10 @@ def subset_frame(frame: ModelFrame, rows: np.ndarray) -> ModelFrame:
         used, codes = np.unique(g.codes[rows], return_inverse=True)
         groups.append(GroupingFactor(g.name, g.term, codes.astype(np.int64), g.levels[used],
                                      g.Z[rows], g.z_names, g.encoding))
-    pw = None if frame.prior_weights is None else frame.prior_weights[rows]
     return replace(frame, X=frame.X[rows], y=frame.y[rows], trials=frame.trials[rows],
                    offset=frame.offset[rows], groups=tuple(groups),
                    row_index=frame.row_index[rows], n_dropped=0,
-                   weights=frame.weights[rows], prior_weights=pw)
+                   weights=frame.weights[rows])
 
 
 def model_matrix(formula: str, data: pd.DataFrame, contrasts: dict | None = None

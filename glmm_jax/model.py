@@ -126,19 +126,26 @@ class Model:
     def with_response(self, y, trials=None) -> Model:
         """The same model (structure, layout, compiled programs) with a new response ``y``
         (and, for binomial models, new ``trials``), one value per row of the fit."""
+        y, trials = self._checked_response(y, trials, "with_response")
+        return self._with_fields(y, trials, self.respond(y, trials))
+
+    def _checked_response(self, y, trials, what: str):
         f, fam = self.frame, self.structure.family
         y = np.asarray(y, dtype=float)
         trials = f.trials if trials is None else np.asarray(trials, dtype=float)
         if y.shape != f.y.shape or trials.shape != f.y.shape:
-            raise GLMMInputError(f"with_response: y (and trials) need {len(f.y)} values, one "
+            raise GLMMInputError(f"{what}: y (and trials) need {len(f.y)} values, one "
                                  f"per row of the fit; got shape {y.shape}")
         bad, need = fam.invalid_response(y, trials)
         if bad.any() or not np.all(np.isfinite(y)):
-            raise GLMMInputError(f"with_response: the new {fam.title} response {need or ''} "
+            raise GLMMInputError(f"{what}: the new {fam.title} response {need or ''} "
                                  f"and finite; {int(bad.sum())} values are not")
-        new = {k: jax.device_put(v, getattr(self.data, k).sharding)
-               for k, v in self.respond(y, trials).items()}
-        return replace(self, frame=replace(f, y=y, trials=trials),
+        return y, trials
+
+    def _with_fields(self, y, trials, fields: dict) -> Model:
+        """This model with the response ``y`` and its data fields (from ``respond``)."""
+        new = {k: jax.device_put(v, getattr(self.data, k).sharding) for k, v in fields.items()}
+        return replace(self, frame=replace(self.frame, y=y, trials=trials),
                        data=self.data._replace(**new))
 
     def fit_responses(self, Y, trials=None, start=None, max_iter: int = 100,
@@ -151,26 +158,26 @@ class Model:
         :meth:`fit`; warnings are not issued (see each result's ``convergence``)."""
         f, s = self.frame, self.structure
         Y = np.atleast_2d(np.asarray(Y, dtype=float))
+        if Y.ndim != 2 or Y.shape[1] != len(f.y):
+            raise GLMMInputError(f"fit_responses: Y needs one row of {len(f.y)} values per "
+                                 f"response (one per row of the fit); got shape {Y.shape}")
         T = np.broadcast_to(f.trials if trials is None else np.asarray(trials, float),
                             Y.shape)
-        for k in range(len(Y)):  # validates each
-            bad, need = s.family.invalid_response(Y[k], T[k])
-            if bad.any() or Y[k].shape != f.y.shape:
-                raise GLMMInputError(f"fit_responses: response {k} is not a valid "
-                                     f"{s.family.title} response {need} for {len(f.y)} rows")
+        for k in range(len(Y)):
+            self._checked_response(Y[k], T[k], f"fit_responses: response {k}")
         theta0 = self.start() if start is None else self._theta(start)
         devices = _devices(self.data)
         if len(devices) > 1:  # sharded data: one response at a time
             return [self.with_response(y, t).fit(start=theta0, max_iter=max_iter)
                     for y, t in zip(Y, T, strict=True)]
-        fields = tuple(self.respond(Y[0], T[0]))
         u0 = zero_modes(s, self.data, np)
         out = []
         for b0 in range(0, len(Y), batch_size):
             idx = list(range(b0, min(b0 + batch_size, len(Y))))
-            pad = idx + [idx[0]] * (batch_size - len(idx))
-            parts = [self.respond(Y[i], T[i]) for i in pad]
-            data = self.data._replace(**{k: jax.device_put(np.stack([p[k] for p in parts]),
+            parts = {i: self.respond(Y[i], T[i]) for i in idx}
+            pad = [parts[i] for i in idx] + [parts[idx[0]]] * (batch_size - len(idx))
+            fields = tuple(parts[idx[0]])
+            data = self.data._replace(**{k: jax.device_put(np.stack([p[k] for p in pad]),
                                                            devices[0]) for k in fields})
             stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
             res = newton_fit_many(np.tile(theta0, (batch_size, 1)), stack, data, s,
@@ -178,7 +185,7 @@ class Model:
             res = jax.tree.map(np.asarray, res)
             for j, i in enumerate(idx):
                 one = jax.tree.map(lambda a, j=j: a[j], res)
-                model = self.with_response(Y[i], T[i])
+                model = self._with_fields(Y[i], T[i], parts[i])
                 run = Run(theta0, max_iter)
                 run.newton(one)
                 notes = ()

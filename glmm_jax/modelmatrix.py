@@ -208,7 +208,7 @@ class Encoding:
             if c.kind == "fac":
                 v = _to_levels(v, c)
             cols.append(v)
-        X = _assemble(self, cols, len(df))
+        X = _assemble(self, cols, len(df))[0]
         return X if self.keep is None else X[:, list(self.keep)]
 
     def dropped(self, keep: np.ndarray) -> Encoding:
@@ -244,13 +244,7 @@ def _var_coding_matrix(c: VarCoding, contrasted: bool) -> tuple[np.ndarray, list
     return np.eye(len(c.levels)), list(c.levels)
 
 
-def _var_names(c: VarCoding, contrasted: bool) -> list[str]:
-    if c.kind == "num":
-        return [c.label + s for s in c.colnames]
-    return [c.label + s for s in _var_coding_matrix(c, contrasted)[1]]
-
-
-def _var_columns(c: VarCoding, v: Value, contrasted: bool, n: int):
+def _var_columns(c: VarCoding, v: Value, contrasted: bool):
     if c.kind == "num":
         data = v.data if v.data.ndim == 2 else v.data[:, None]
         return [(c.label + s, data[:, k]) for k, s in enumerate(c.colnames)]
@@ -261,15 +255,17 @@ def _var_columns(c: VarCoding, v: Value, contrasted: bool, n: int):
             for k, s in enumerate(suffix)]
 
 
-def _assemble(enc: Encoding, values: list[Value], n: int) -> np.ndarray:
-    cols = [np.ones(n)] if enc.terms.intercept else []
+def _assemble(enc: Encoding, values: list[Value], n: int) -> tuple[np.ndarray, list[str]]:
+    """The model matrix and its column names (interactions: first variable fastest)."""
+    cols = [("(Intercept)", np.ones(n))] if enc.terms.intercept else []
     for t, flags in zip(enc.terms.terms, enc.contrasted, strict=True):
         block = [("", np.ones(n))]
         for i, contrasted in zip(t, flags, strict=True):
-            new = _var_columns(enc.codings[i], values[i], contrasted, n)
+            new = _var_columns(enc.codings[i], values[i], contrasted)
             block = [(f"{a}:{b}" if a else b, u * w) for b, w in new for a, u in block]
-        cols += [w for _, w in block]
-    return np.column_stack(cols) if cols else np.zeros((n, 0))
+        cols += block
+    X = np.column_stack([w for _, w in cols]) if cols else np.zeros((n, 0))
+    return X, [name for name, _ in cols]
 
 
 def _coding(label: str, v: Value, contrasts: dict, drop: bool) -> tuple[VarCoding, Value]:
@@ -321,12 +317,6 @@ def build(terms: Terms, df: pd.DataFrame | None, contrasts: dict,
         prior.append(frozenset(t))
         contrasted.append(tuple(flags))
     enc = Encoding(terms, tuple(codings), state, tuple(contrasted), ())
-    names = (["(Intercept)"] if terms.intercept else [])
-    for t, flags in zip(terms.terms, contrasted, strict=True):
-        block = [""]
-        for i, cflag in zip(t, flags, strict=True):
-            new = _var_names(codings[i], cflag)
-            block = [f"{a}:{b}" if a else b for b in new for a in block]
-        names += block
+    X, names = _assemble(enc, coded, n)
     enc = replace(enc, names=tuple(names))
-    return _assemble(enc, coded, n), tuple(names), enc
+    return X, tuple(names), enc

@@ -203,14 +203,7 @@ class GLMMResult:
         """eta = X beta + Z b + offset at the conditional modes, per row of the fit."""
         f = self.frame
         eta = f.X @ self.beta + f.offset
-        by_name = {}
-        for t in self.terms:
-            by_name.setdefault(t.group, []).append(t)
-        used = {}
-        for g in f.groups:
-            k = used.get(g.name, 0)
-            used[g.name] = k + 1
-            t = by_name[g.name][k]
+        for g, t in zip(f.groups, self.terms, strict=True):  # (terms in the frame's order)
             eta = eta + np.sum(g.Z * t.b[g.codes], axis=1)
         return eta
 
