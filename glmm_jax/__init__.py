@@ -7,7 +7,9 @@ The public API:
 - :func:`build_model` — the validated model and its pure objective, without fitting.
 - :func:`model_matrix` — R's model.matrix of a one-sided formula.
 - :func:`fit_many` — one model fitted to many datasets in one vmapped program.
-- :class:`GLMMResult` — the immutable fitted result.
+- :class:`GLMMResult` — the immutable fitted result, with ``conf_int`` (Wald, profile,
+  bootstrap), ``odds_ratios``, ``rate_ratios`` and ``simulate``.
+- :func:`bootstrap` — parametric bootstrap, refits vmapped.
 - :mod:`families` — ``Binomial``, ``Poisson``, ``Gaussian``, ``Gamma``, ``NegativeBinomial``.
 - :mod:`datasets` — shipped example data and a registry simulator.
 - errors and warnings: ``GLMMInputError``, ``ConvergenceWarning``, ``SingularFitWarning``,
@@ -24,10 +26,12 @@ enable_compilation_cache()
 from . import datasets, families  # noqa: E402
 from .api import Model, build_model, fit  # noqa: E402
 from .batch import ManyResult, fit_many  # noqa: E402
+from .bootstrap import BootstrapResult, bootstrap  # noqa: E402
 from .design import model_matrix  # noqa: E402
 from .errors import (  # noqa: E402
     ConvergenceWarning,
     DataWarning,
+    GLMMFitError,
     GLMMInputError,
     GLMMWarning,
     SingularFitWarning,
@@ -38,5 +42,6 @@ __version__ = "0.1.0"
 __all__ = [
     "fit", "build_model", "model_matrix", "Model", "GLMMResult", "fit_many", "ManyResult",
     "families", "datasets", "GLMMInputError", "GLMMWarning", "ConvergenceWarning",
-    "SingularFitWarning", "DataWarning", "enable_compilation_cache",
+    "SingularFitWarning", "DataWarning", "enable_compilation_cache", "bootstrap",
+    "BootstrapResult", "GLMMFitError",
 ]

@@ -38,9 +38,11 @@ def fit(
       nagq: 1 for the Laplace approximation, > 1 for adaptive Gauss-Hermite quadrature
         with ``nagq`` nodes per random-effect dimension (``nagq**q`` per cluster, at most
         ``MAX_QUADRATURE_NODES``).
-      reml: restricted maximum likelihood (Gaussian only; default True for Gaussian models,
-        as in lmer): the fixed effects are integrated out of the likelihood that is
-        maximized, and ``loglik`` is the restricted log-likelihood.
+      reml: restricted maximum likelihood (Gaussian only; default True for Gaussian mixed
+        models, as in lmer, and False for a formula without random terms, as glm): the
+        fixed effects are integrated out of the likelihood that is maximized, and
+        ``loglik`` is the restricted log-likelihood. A formula without random terms
+        fits the generalized linear model (log-likelihood as R's ``glm``).
       devices: JAX devices to spread the data over (clusters' row chunks are sharded
         across them with ``jax.sharding``); default: all devices of the default backend.
         Gaussian models are reduced to cross products, which live on the first device.

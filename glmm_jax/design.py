@@ -371,9 +371,6 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
     if not isinstance(data, pd.DataFrame):
         raise GLMMInputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     _check_unique_columns(data)
-    if not spec.random:
-        raise GLMMInputError("the formula has no random term such as (1 | group); "
-                             "for a model without random effects use a GLM")
     coding = _contrasts(contrasts)
     fixed = terms_of(list(spec.fixed))
     rterms = expand_terms(spec.random)

@@ -7,6 +7,10 @@ class GLMMInputError(ValueError):
     """Invalid formula, data, family or option; the message names the culprit."""
 
 
+class GLMMFitError(RuntimeError):
+    """A computation on fitted models failed as a whole (e.g. every bootstrap refit)."""
+
+
 class GLMMWarning(UserWarning):
     """Base class of glmm_jax warnings."""
 

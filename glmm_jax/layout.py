@@ -53,13 +53,22 @@ def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: b
             engine: str | None = None) -> Laid:
     """Choose the engine (or take ``engine``: "single" for one grouping factor's
     per-cluster path, "multi" for the joint Laplace path of several terms, "lmm" for a
-    Gaussian model from cross products) and lay the frame out for it on ``devices``."""
+    Gaussian model from cross products) and lay the frame out for it on ``devices``.
+
+    A model without random terms (a GLM) takes the "multi" engine with no terms: no
+    modes, and its likelihood is exact (``nagq`` is ignored); under REML (Gaussian) the
+    fixed effects are its one pseudo-term, so the restricted likelihood is lme4's."""
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise GLMMInputError("devices= is empty")
     if engine is not None and engine not in ENGINES:
         raise GLMMInputError(f"unknown engine {engine!r}; engine must be one of "
                              + ", ".join(repr(e) for e in ENGINES))
+    if not frame.groups:
+        if engine not in (None, "multi"):
+            raise GLMMInputError(f"engine={engine!r}: a model without random terms is "
+                                 "fitted by the 'multi' engine")
+        return _build_multi(frame, fam, 1, reml, devices)
     if engine in (None, "lmm") and fam.name == "gaussian":
         laid = _build_lmm(frame, fam, nagq, reml, devices)
         if laid is not None:

@@ -53,7 +53,7 @@ class Model:
     def __repr__(self) -> str:
         s = self.structure
         name = engine(s).name
-        groups = ", ".join(f"{g.name} ({len(g.levels)})" for g in self.frame.groups)
+        groups = ", ".join(f"{g.name} ({len(g.levels)})" for g in self.frame.groups) or "none"
         return (f"<Model {s.family.name}({s.family.link}) {self.formula!r}: "
                 f"{len(self.frame.y)} rows, {len(self.frame.x_names)} fixed effects, "
                 f"groups {groups}; {len(self.theta_names)} parameters, engine {name}>")
@@ -156,6 +156,25 @@ class Model:
         serves all), from ``start`` (default: :meth:`start` of the model's own data).
         A response whose Newton run stops early continues with L-BFGS, as in
         :meth:`fit`; warnings are not issued (see each result's ``convergence``)."""
+        s = self.structure
+        out = []
+        for i, one, model, run, notes in self.fit_batches(Y, trials, start, max_iter,
+                                                          batch_size):
+            model = model()
+            out.append(make_result(self.formula, model.frame, s.family, s, one, run,
+                                   notes, self.clusters, model=model))
+        return out
+
+    def fit_batches(self, Y, trials=None, start=None, max_iter: int = 100,
+                    batch_size: int = 64, progress=None, batch_iter: int | None = None):
+        """:meth:`fit_responses` without building results: yields, per response ``i``,
+        ``(i, newton_result, model, run, notes)``: the optimizer's output as NumPy,
+        ``model()`` makes the model with that response, its ``fitresult.Run`` record,
+        and fallback notes. ``progress(k)`` is called after each batch of k responses.
+
+        A batch runs until its slowest fit ends, so with ``batch_iter`` the vmapped
+        program stops after that many iterations and the fits it leaves unconverged
+        continue one by one (Newton, then the L-BFGS fallback) up to ``max_iter``."""
         f, s = self.frame, self.structure
         Y = np.atleast_2d(np.asarray(Y, dtype=float))
         if Y.ndim != 2 or Y.shape[1] != len(f.y):
@@ -167,33 +186,42 @@ class Model:
             self._checked_response(Y[k], T[k], f"fit_responses: response {k}")
         theta0 = self.start() if start is None else self._theta(start)
         devices = _devices(self.data)
-        if len(devices) > 1:  # sharded data: one response at a time
-            return [self.with_response(y, t).fit(start=theta0, max_iter=max_iter)
-                    for y, t in zip(Y, T, strict=True)]
         u0 = zero_modes(s, self.data, np)
-        out = []
+        batch_size = 1 if len(devices) > 1 else batch_size  # sharded: one at a time
         for b0 in range(0, len(Y), batch_size):
             idx = list(range(b0, min(b0 + batch_size, len(Y))))
             parts = {i: self.respond(Y[i], T[i]) for i in idx}
-            pad = [parts[i] for i in idx] + [parts[idx[0]]] * (batch_size - len(idx))
-            fields = tuple(parts[idx[0]])
-            data = self.data._replace(**{k: jax.device_put(np.stack([p[k] for p in pad]),
-                                                           devices[0]) for k in fields})
-            stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
-            res = newton_fit_many(np.tile(theta0, (batch_size, 1)), stack, data, s,
-                                  max_iter=max_iter, fields=fields)
-            res = jax.tree.map(np.asarray, res)
-            for j, i in enumerate(idx):
-                one = jax.tree.map(lambda a, j=j: a[j], res)
-                model = self._with_fields(Y[i], T[i], parts[i])
+            if len(devices) > 1:
+                model = self._with_fields(Y[idx[0]], T[idx[0]], parts[idx[0]])
+                res = newton_fit(theta0, u0, model.data, s, max_iter=max_iter)
+                batch = [jax.tree.map(np.asarray, res)]
+            else:
+                pad = [parts[i] for i in idx] + [parts[idx[0]]] * (batch_size - len(idx))
+                fields = tuple(parts[idx[0]])
+                data = self.data._replace(**{
+                    k: jax.device_put(np.stack([p[k] for p in pad]), devices[0])
+                    for k in fields})
+                stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
+                res = jax.tree.map(np.asarray, newton_fit_many(
+                    np.tile(theta0, (batch_size, 1)), stack, data, s,
+                    max_iter=min(max_iter, batch_iter or max_iter), fields=fields))
+                batch = [jax.tree.map(lambda a, j=j: a[j], res) for j in range(len(idx))]
+            for i, one in zip(idx, batch, strict=False):
+                model = partial(self._with_fields, Y[i], T[i], parts[i])
                 run = Run(theta0, max_iter)
                 run.newton(one)
                 notes = ()
+                if not one.converged and not one.line_search_failed and \
+                        one.n_iter < max_iter:  # stopped at batch_iter: go on alone
+                    one = jax.tree.map(np.asarray, newton_fit(
+                        one.theta, one.u, model().data, s, max_iter=max_iter - one.n_iter))
+                    run.newton(one)
                 if not one.converged:
-                    one, notes = continue_with_lbfgs(one, model.data, s, max_iter, run)
-                out.append(make_result(self.formula, model.frame, s.family, s, one, run,
-                                       notes, self.clusters, model=model))
-        return out
+                    one, notes = continue_with_lbfgs(one, model().data, s, max_iter, run)
+                    one = jax.tree.map(np.asarray, one)
+                yield i, one, model, run, notes
+            if progress is not None:
+                progress(len(idx))
 
     def fit(self, start=None, fixed: dict | None = None, max_iter: int = 100) -> GLMMResult:
         """Maximize the log-likelihood from ``start`` (default :meth:`start`), holding the
@@ -251,12 +279,13 @@ def build_model(
     """Parse, validate and lay out a model without fitting it (arguments as in
     :func:`glmm_jax.fit`; ``engine`` forces "single", "multi" or "lmm")."""
     fam = get_family(family, link)
-    reml = fam.name == "gaussian" if reml is None else bool(reml)
+    spec = parse_formula(formula)
+    # REML by default for Gaussian mixed models (as lmer); a linear model: ML (as glm)
+    reml = fam.name == "gaussian" and bool(spec.random) if reml is None else bool(reml)
     if reml and fam.name != "gaussian":
         raise GLMMInputError(f"reml=True is available for the gaussian family, not {fam.name!r}")
     if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)) or nagq < 1:
         raise GLMMInputError(f"nagq must be a positive integer, not {nagq!r}")
-    spec = parse_formula(formula)
     with one_blas_thread():
         frame = build_frame(spec, data, fam, weights=weights, offset=offset,
                             contrasts=contrasts)

@@ -3,7 +3,8 @@
 Three engines compute the (Laplace/AGHQ) marginal likelihood:
 
 - ``single`` (laplace.py): one grouping factor, clusters in blocks [B, J, ...];
-- ``multi`` (crossed.py, nested.py): several terms (or REML), a joint Laplace;
+- ``multi`` (crossed.py, nested.py): several terms (or REML), a joint Laplace; or no
+  terms (a GLM: no modes, an exact likelihood);
 - ``lmm`` (lmm.py): Gaussian models from cross products, exact.
 
 Each is an object with the same methods (``unpack``, ``modes``, ``negloglik``,
@@ -107,6 +108,8 @@ class MultiEngine:
 
     @staticmethod
     def modes(theta, u0, data, s):
+        if not s.qs:  # no random terms (a GLM): no modes
+            return list(u0), jnp.asarray(0)
         beta, L, log_phi = MultiEngine.unpack(theta, s)
         return crossed.solve_modes(u0, crossed.fixed_eta(beta, data, s), L, log_phi, data, s)
 

@@ -169,9 +169,10 @@ def test_integer_valued_float_grouping_is_accepted(df):
     assert "(Intercept)" in m.theta_names[-1]
 
 
-def test_no_random_term(df):
-    with pytest.raises(Err, match=r"random term"):
-        build("y ~ x", df)
+def test_no_random_term_is_a_glm(df):
+    # (no longer refused: the GLM is fitted; tests/test_glm.py checks it against R)
+    m = build("y ~ x", df)
+    assert m.frame.groups == () and m.theta_names == ["(Intercept)", "x"]
 
 
 # ---------------------------------------------------------------------------------------
