@@ -16,8 +16,7 @@ from .errors import GLMMFitError, GLMMInputError
 from .fitresult import make_result
 from .simulate import simulate
 
-
-BATCH_ITER = 12  # refits from the estimates take 4-8 Newton iterations; the few slower go on alone
+BATCH_ITER = 12  # refits from the estimates take 4-8 Newton iterations; slower ones go on alone
 
 
 @dataclass(frozen=True)
