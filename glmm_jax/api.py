@@ -12,20 +12,9 @@ from .results import GLMMResult
 __all__ = ["fit", "build_model", "Model"]
 
 
-def fit(
-    formula: str,
-    data: pd.DataFrame,
-    family: str | Family = "binomial",
-    link: str | None = None,
-    nagq: int = 1,
-    *,
-    max_iter: int = 100,
-    devices=None,
-    reml: bool | None = None,
-    weights=None,
-    offset=None,
-    contrasts: dict | None = None,
-) -> GLMMResult:
+def fit(formula: str, data: pd.DataFrame, family: str | Family = "binomial",
+        link: str | None = None, nagq: int = 1, *, max_iter: int = 100,
+        **options) -> GLMMResult:
     """Fit a generalized linear mixed model by maximum likelihood.
 
     Args:
@@ -38,6 +27,8 @@ def fit(
       nagq: 1 for the Laplace approximation, > 1 for adaptive Gauss-Hermite quadrature
         with ``nagq`` nodes per random-effect dimension (``nagq**q`` per cluster, at most
         ``MAX_QUADRATURE_NODES``).
+      options: the keyword arguments of :func:`build_model` (``reml``, ``devices``,
+        ``weights``, ``offset``, ``contrasts``, ``engine``):
       reml: restricted maximum likelihood (Gaussian only; default True for Gaussian mixed
         models, as in lmer, and False for a formula without random terms, as glm): the
         fixed effects are integrated out of the likelihood that is maximized, and
@@ -72,6 +63,4 @@ def fit(
     >>> round(res.loglik, 3)
     -92.026
     """
-    model = build_model(formula, data, family, link, nagq, devices, reml, weights=weights,
-                        offset=offset, contrasts=contrasts)
-    return model.fit(max_iter=max_iter)
+    return build_model(formula, data, family, link, nagq, **options).fit(max_iter=max_iter)

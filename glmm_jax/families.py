@@ -174,13 +174,19 @@ class Binomial(Family):
 
 
 @dataclass(frozen=True)
-class Poisson(Family):
-    """Poisson counts with log link."""
+class _LogLink(Family):
+    """Families with the log link only."""
 
     link: str = "log"
+    links: ClassVar[tuple[str, ...]] = ("log",)
+
+
+@dataclass(frozen=True)
+class Poisson(_LogLink):
+    """Poisson counts with log link."""
+
     name: ClassVar[str] = "poisson"
     title: ClassVar[str] = "Poisson"
-    links: ClassVar[tuple[str, ...]] = ("log",)
 
     def logpdf(self, y, eta, trials, log_phi):
         return y * eta - jnp.exp(eta)
@@ -234,14 +240,18 @@ class Gaussian(Family):
         return float(np.log(max(np.std(y - mu), 1e-8)))
 
 
+def _gamma_draw(key, mu, log_shape):
+    """Gamma draws of mean ``mu`` and shape exp(log_shape)."""
+    shape = jnp.exp(log_shape)
+    return jax.random.gamma(key, shape * jnp.ones(jnp.shape(mu))) * mu / shape
+
+
 @dataclass(frozen=True)
-class Gamma(Family):
+class Gamma(_LogLink):
     """Gamma with log link; the dispersion is the shape (1 / coefficient of variation²)."""
 
-    link: str = "log"
     name: ClassVar[str] = "gamma"
     title: ClassVar[str] = "Gamma"
-    links: ClassVar[tuple[str, ...]] = ("log",)
     dispersion_name: ClassVar[str | None] = "shape"
 
     def logpdf(self, y, eta, trials, log_phi):
@@ -252,8 +262,7 @@ class Gamma(Family):
         return mu * mu * _xp(mu)[0].exp(-log_phi)
 
     def sample(self, key, mu, log_phi=0.0, trials=1.0):
-        shape = jnp.exp(log_phi)
-        return jax.random.gamma(key, shape * jnp.ones(jnp.shape(mu))) * mu / shape
+        return _gamma_draw(key, mu, log_phi)
 
     def cdf(self, y, mu, log_phi=0.0, trials=1.0):
         shape = jnp.exp(log_phi)
@@ -271,28 +280,24 @@ class Gamma(Family):
 
 
 @dataclass(frozen=True)
-class NegativeBinomial(Family):
+class NegativeBinomial(_LogLink):
     """Negative binomial NB2: var = mu + mu²/theta, theta estimated (glmmTMB's nbinom2)."""
 
-    link: str = "log"
+    dispersion_name: ClassVar[str | None] = "theta"
     name: ClassVar[str] = "negative_binomial"
     title: ClassVar[str] = "negative binomial"
-    links: ClassVar[tuple[str, ...]] = ("log",)
-    dispersion_name: ClassVar[str | None] = "theta"
 
     def logpdf(self, y, eta, trials, log_phi):
-        th = jnp.exp(log_phi)
         log_th_mu = jnp.logaddexp(log_phi, eta)  # log(theta + mu)
+        th = jnp.exp(log_phi)
         return gammaln(y + th) - gammaln(th) + th * (log_phi - log_th_mu) + y * (eta - log_th_mu)
 
     def variance(self, mu, log_phi):
         return mu + mu * mu * _xp(mu)[0].exp(-log_phi)
 
     def sample(self, key, mu, log_phi=0.0, trials=1.0):
-        k1, k2 = jax.random.split(key)
-        theta = jnp.exp(log_phi)
-        rate = jax.random.gamma(k1, theta * jnp.ones(jnp.shape(mu))) * mu / theta
-        return jax.random.poisson(k2, rate, jnp.shape(mu)).astype(float)
+        k1, k2 = jax.random.split(key)  # a Poisson count of a Gamma(theta) rate of mean mu
+        return jax.random.poisson(k2, _gamma_draw(k1, mu, log_phi), jnp.shape(mu)).astype(float)
 
     def cdf(self, y, mu, log_phi=0.0, trials=1.0):
         theta = jnp.exp(log_phi)

@@ -20,33 +20,46 @@ from .errors import GLMMInputError
 
 @dataclass(frozen=True)
 class Node:
+    """A node of the syntax tree."""
+
     pos: int  # position of the node's first character in the parsed text
 
 
 @dataclass(frozen=True)
 class Name(Node):
+    """A variable: ``x``, ``log.dose``, or ```my var``` (``id`` is its text without the
+    backticks)."""
+
     id: str
 
 
 @dataclass(frozen=True)
 class Num(Node):
+    """A number: ``2``, ``1e5``, ``2L``."""
+
     value: float
     integer: bool = False  # written with an L suffix (2L)
 
 
 @dataclass(frozen=True)
 class Str(Node):
+    """A string constant: ``"a"``."""
+
     value: str
 
 
 @dataclass(frozen=True)
 class Call(Node):
+    """A function call: ``log(x, base = 2)``."""
+
     func: str
     args: tuple[tuple[str | None, Node], ...]  # (argument name or None, value)
 
 
 @dataclass(frozen=True)
 class BinOp(Node):
+    """A binary operator: ``a + b``, ``x^2``, ``g | h``, ``y ~ x``."""
+
     op: str
     left: Node
     right: Node
@@ -55,12 +68,16 @@ class BinOp(Node):
 
 @dataclass(frozen=True)
 class Unary(Node):
+    """A unary operator: ``-x``, ``!a``, ``~ x``."""
+
     op: str
     operand: Node
 
 
 @dataclass(frozen=True)
 class Paren(Node):
+    """Parentheses: ``(a + b)``."""
+
     inner: Node
 
 
