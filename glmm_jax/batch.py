@@ -72,12 +72,13 @@ class ManyResult:
 
     @property
     def table(self) -> pd.DataFrame:
-        """Tidy fixed effects: dataset, term, estimate, se, z, p (fitted datasets only)."""
+        """Tidy fixed effects: dataset, term, estimate, se, z, p (fitted datasets only;
+        Wald z also for Gaussian fits, whose own ``coef_table`` has Satterthwaite df)."""
         parts = []
         for k in self.keys:
             r = self.results.get(k)
             if r is not None:
-                ct = r.coef_table.rename_axis("term").reset_index()
+                ct = r.wald_table.rename_axis("term").reset_index()
                 ct.insert(0, "dataset", [k] * len(ct))
                 parts.append(ct)
         cols = ["dataset", "term", "estimate", "se", "z", "p"]

@@ -411,6 +411,14 @@ def _products_b(X, S, dS, tb, phi, prior, s: LmmStructure):
                         lambda: jnp.einsum("ij,ajk->aik", X, dS))
 
 
+def fixed_cov(theta_parts, d: LmmData, s: LmmStructure):
+    """Under REML: the fixed effects' covariance φ (X'V⁻¹X)⁻¹, the last p rows and
+    columns of φ S⁻¹ (the block :func:`conditional` reports for them), as a smooth
+    function of the covariance parameters (satterthwaite.py differentiates it)."""
+    pt = _parts(theta_parts, d, s)
+    return pt.phi * spd_inverse(_schur(pt, theta_parts[1], s))[s.r_z:, s.r_z:]
+
+
 def conditional(theta_parts, d: LmmData, s: LmmStructure):
     """Conditional modes of u (list per term; REML: beta as a last [1, p] term) and the
     diagonal blocks of their conditional covariance φ A^{-1}."""

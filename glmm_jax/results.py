@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import rformat
+from . import rformat, rows
 from .design import ModelFrame
 from .families import Family
 from .rsyntax import deparse_lines, fill, parse
@@ -148,6 +148,18 @@ class GLMMResult:
 
     @property
     def coef_table(self) -> pd.DataFrame:
+        """Estimates, standard errors, Wald z statistics and two-sided p-values; for
+        Gaussian fits t statistics with Satterthwaite degrees of freedom as lmerTest
+        (columns estimate, se, df, t, p: see :func:`glmm_jax.satterthwaite.satterthwaite`;
+        for ML fits its se is lmerTest's, sqrt(diag(sigma^2 (X'V^-1 X)^-1)))."""
+        if self.family.name == "gaussian":
+            from .satterthwaite import satterthwaite
+
+            return satterthwaite(self)
+        return self.wald_table
+
+    @property
+    def wald_table(self) -> pd.DataFrame:
         """Estimates, standard errors, Wald z statistics and two-sided p-values."""
         est, se = self.fixef, self.se
         z = est / se
@@ -199,25 +211,69 @@ class GLMMResult:
         return out
 
     # ---- residuals -------------------------------------------------------------
-    def _linear_predictor(self) -> np.ndarray:
-        """eta = X beta + Z b + offset at the conditional modes, per row of the fit."""
-        f = self.frame
-        eta = f.X @ self.beta + f.offset
-        for g, t in zip(f.groups, self.terms, strict=True):  # (terms in the frame's order)
-            eta = eta + np.sum(g.Z * t.b[g.codes], axis=1)
-        return eta
-
     def pearson_residuals(self) -> np.ndarray:
         """Scaled Pearson residuals as lme4's ``residuals(m, "pearson", scaled = TRUE)``:
         (y - mu) sqrt(prior weight) / sqrt(Var(y)), with the dispersion in Var(y)."""
         f, fam = self.frame, self.family
-        mu = fam.linkinv(self._linear_predictor())
+        mu = fam.linkinv(rows.linear_predictor(self))
         if fam.name == "binomial":
             return (f.y / f.trials - mu) * np.sqrt(f.weights * f.trials) / \
                 np.sqrt(mu * (1.0 - mu))
         log_phi = np.log(self.dispersion) if self.dispersion is not None else 0.0
         var = fam.variance(mu, log_phi) / (f.trials if fam.name == "gaussian" else f.weights)
         return (f.y - mu) / np.sqrt(var)
+
+    # ---- inference (functions of the result; see intervals.py, simulate.py) ---------
+    def conf_int(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """Confidence intervals: see :func:`glmm_jax.intervals.conf_int`."""
+        from .intervals import conf_int
+
+        return conf_int(self, method, level, **kwargs)
+
+    def odds_ratios(self, method: str = "wald", level: float = 0.95, **kwargs):
+        """exp(estimates and intervals) of a logit model: see
+        :func:`glmm_jax.intervals.odds_ratios`."""
+        from .intervals import odds_ratios
+
+        return odds_ratios(self, method, level, **kwargs)
+
+    def rate_ratios(self, method: str = "wald", level: float = 0.95, **kwargs):
+        """exp(estimates and intervals) of a log-link model: see
+        :func:`glmm_jax.intervals.rate_ratios`."""
+        from .intervals import rate_ratios
+
+        return rate_ratios(self, method, level, **kwargs)
+
+    def simulate(self, nsim: int = 1, seed: int = 0, random_effects: str = "new"):
+        """Simulated responses [rows, nsim]: see :func:`glmm_jax.simulate.simulate`."""
+        from .simulate import simulate
+
+        return simulate(self, nsim, seed, random_effects)
+
+    # ---- prediction (see predict.py) ---------------------------------------------
+    def predict(self, newdata: pd.DataFrame | None = None, type: str = "link",
+                random_effects: bool = True, marginal: bool = False,
+                allow_new_levels: bool = False, se_fit: bool = False,
+                level: float | None = None):
+        """Conditional, b = 0 or marginal predictions, with delta-method standard errors
+        and intervals: see :func:`glmm_jax.predict.predict`."""
+        from .predict import predict
+
+        return predict(self, newdata, type, random_effects, marginal, allow_new_levels,
+                       se_fit, level)
+
+    def fitted(self) -> pd.Series:
+        """Conditional fitted means (lme4's ``fitted``): see :func:`glmm_jax.predict.fitted`."""
+        from .predict import fitted
+
+        return fitted(self)
+
+    def residuals(self, type: str = "response") -> pd.Series:
+        """Response, Pearson, deviance or working residuals (lme4's ``residuals``): see
+        :func:`glmm_jax.predict.residuals`."""
+        from .predict import residuals
+
+        return residuals(self, type)
 
     # ---- printing --------------------------------------------------------------
     def _family_label(self) -> str:
@@ -283,6 +339,8 @@ class GLMMResult:
         Standard errors come from the exact Hessian of the marginal log-likelihood in
         all parameters (glmmTMB's convention; lme4's glmer differs by about 1% on
         cbpp), or under REML from the fixed effects' conditional covariance (as lmer).
+        A model without random terms has no "Random effects:" block: "Number of obs: n"
+        (and for Gaussian models "Residual Std.Dev.: sigma").
 
         >>> import glmm_jax as gj
         >>> res = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
@@ -294,11 +352,13 @@ class GLMMResult:
         method = "Laplace Approximation" if self.nagq == 1 else \
             f"Adaptive Gauss-Hermite Quadrature, nAGQ = {self.nagq}"
         gaussian = self.family.name == "gaussian"
+        mixed = " mixed" if self.terms else ""
         if gaussian:
-            title = "Linear mixed model fit by " + ("REML" if self.reml else
-                                                     "maximum likelihood ")  # (lme4's space)
+            title = f"Linear{mixed} model fit by " + ("REML" if self.reml else
+                                                       "maximum likelihood ")  # (lme4's space)
         else:
-            title = f"Generalized linear mixed model fit by maximum likelihood ({method})"
+            title = f"Generalized linear{mixed} model fit by maximum likelihood" + (
+                f" ({method})" if self.terms else "")
         out = _wrap(title, 78, "  ", " [glmm_jax]")
         if not gaussian:
             out.append(f" Family: {self._family_label()}  ( {self.family.link} )")
@@ -329,11 +389,17 @@ class GLMMResult:
             out += rformat.print_named(["Min", "1Q", "Median", "3Q", "Max"],
                                        rformat.format_real(q, digits))
             out.append("")
-        out.append("Random effects:")
-        out += self._varcorr_lines(digits)
-        groups = dict.fromkeys((t.group, len(t.levels)) for t in self.terms)
-        out.append(f"Number of obs: {self.nobs}, groups:  "
-                   + "; ".join(f"{g}, {n}" for g, n in groups))
+        if self.terms:
+            out.append("Random effects:")
+            out += self._varcorr_lines(digits)
+            groups = dict.fromkeys((t.group, len(t.levels)) for t in self.terms)
+            out.append(f"Number of obs: {self.nobs}, groups:  "
+                       + "; ".join(f"{g}, {n}" for g, n in groups))
+        else:  # no random terms: no random-effects block
+            out.append(f"Number of obs: {self.nobs}")
+            if gaussian:
+                out.append(f"Residual Std.Dev.: "
+                           f"{rformat.format_real([self.sigma], digits)[0].strip()}")
         if self.family.name == "gamma":
             out.append(f"Dispersion parameter (shape): "
                        f"{rformat.format_real([self.dispersion], digits)[0].strip()}")
