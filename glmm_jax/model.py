@@ -158,9 +158,9 @@ class Model:
         :meth:`fit`; warnings are not issued (see each result's ``convergence``)."""
         s = self.structure
         out = []
-        for i, one, model, run, notes in self.fit_batches(Y, trials, start, max_iter,
-                                                          batch_size):
-            model = model()
+        for _, one, make, run, notes in self.fit_batches(Y, trials, start, max_iter,
+                                                         batch_size):
+            model = make()
             out.append(make_result(self.formula, model.frame, s.family, s, one, run,
                                    notes, self.clusters, model=model))
         return out
