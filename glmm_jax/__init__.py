@@ -15,6 +15,7 @@ The public API:
 - :func:`marginal_coefficients`, :func:`marginal_means`, :func:`marginal_covariance`,
   :func:`icc`, :func:`r2` — population-averaged effects, intra-cluster correlation,
   Nakagawa's R².
+- :func:`random_effects` (posterior modes, means, medians), :func:`shrinkage`.
 - :mod:`families` — ``Binomial``, ``Poisson``, ``Gaussian``, ``Gamma``, ``NegativeBinomial``.
 - :mod:`datasets` — shipped example data and a registry simulator.
 - errors and warnings: ``GLMMInputError``, ``ConvergenceWarning``, ``SingularFitWarning``,
@@ -49,6 +50,7 @@ from .marginal import (  # noqa: E402
     marginal_means,
     r2,
 )
+from .posterior import random_effects, shrinkage  # noqa: E402
 from .results import GLMMResult  # noqa: E402
 from .satterthwaite import satterthwaite  # noqa: E402
 
@@ -58,5 +60,6 @@ __all__ = [
     "families", "datasets", "GLMMInputError", "GLMMWarning", "ConvergenceWarning",
     "SingularFitWarning", "DataWarning", "enable_compilation_cache", "bootstrap",
     "BootstrapResult", "GLMMFitError", "anova", "format_anova", "satterthwaite", "icc", "r2",
-    "marginal_coefficients", "marginal_covariance", "marginal_means",
+    "marginal_coefficients", "marginal_covariance", "marginal_means", "random_effects",
+    "shrinkage",
 ]

@@ -274,18 +274,23 @@ def loglik(beta, Ls, log_phi, u_hat, data: MultiData, s: MultiStructure):
 
 
 def inverse_blocks(nh, data: MultiData, s: MultiStructure):
-    """Diagonal blocks of (-H)^{-1}, a list of [J_k, q_k, q_k] (conditional covariances)."""
+    """Diagonal blocks of (-H)^{-1}, a list of [J_k, q_k, q_k] (conditional covariances):
+    under REML those of the random effects given the fixed effects (lme4's condVar),
+    and the fixed effects' own (their covariance)."""
     if s.nested:
-        return nested.inverse_blocks(nh, data.anc)
+        return nested.inverse_blocks(nh, data.anc, given_last=s.reml)
     CA, AiB, S = _schur(nh)
     Ainv = smallmat.inverse(nh.A)
     if not S.shape[0]:
         return [Ainv]
     Sinv = spd_inverse(S)
-    out = [Ainv + jnp.einsum("jaq,qr,jbr->jab", AiB, Sinv, AiB)]
+    R = S.shape[0] - s.p * int(s.reml)  # the random effects after the first term
+    Sinv_z = spd_inverse(S[:R, :R]) if s.reml and R else Sinv[:R, :R]  # given beta
+    out = [Ainv + jnp.einsum("jaq,qr,jbr->jab", AiB[..., :R], Sinv_z, AiB[..., :R])]
     i = 0
     for q, J in zip(s.qs[1:], s.Js[1:], strict=True):
         idx = i + np.arange(J)[:, None] * q + np.arange(q)[None, :]  # [J, q]
-        out.append(Sinv[idx[:, :, None], idx[:, None, :]])
+        block, at = (Sinv_z, idx) if i < R else (Sinv, idx)
+        out.append(block[at[:, :, None], at[:, None, :]])
         i += q * J
     return out

@@ -421,7 +421,8 @@ def fixed_cov(theta_parts, d: LmmData, s: LmmStructure):
 
 def conditional(theta_parts, d: LmmData, s: LmmStructure):
     """Conditional modes of u (list per term; REML: beta as a last [1, p] term) and the
-    diagonal blocks of their conditional covariance φ A^{-1}."""
+    diagonal blocks of their conditional covariance φ A^{-1}: of the random effects
+    given beta (lme4's condVar, also under REML), of beta given the variances."""
     Ls = theta_parts[1]
     pt = _parts(theta_parts, d, s)
     L0, R = Ls[0], s.r_z
@@ -436,24 +437,21 @@ def conditional(theta_parts, d: LmmData, s: LmmStructure):
     u0 = smallmat.cho_solve(pt.CA, (pt.h - Bx) @ L0)
     Ainv = smallmat.cho_inverse(pt.CA)
     # cov of u_j: φ (A_j^{-1} + A_j^{-1} L0' W_j L0 A_j^{-1}), W_j = c_j Λz Sinv Λz' c_j' + ...
-    W_zz = _scale(_scale(Sinv[:R, :R], Ls, s, 1, True), Ls, s, 0, True)
+    # given beta: the random effects' block of the precision (S without beta's rows)
+    Sinv_z = spd_inverse(S[:R, :R]) if s.reml and R else Sinv[:R, :R]
+    W_zz = _scale(_scale(Sinv_z, Ls, s, 1, True), Ls, s, 0, True)
     # each pair r1 < r2 counts in both orders; a pair r1 = r2 (symmetric c c') once
     same = (d.pair_rr // jnp.maximum(R, 1)) == (d.pair_rr % jnp.maximum(R, 1))
     pw = (W_zz.reshape(-1)[d.pair_rr] * jnp.where(same, 0.5, 1.0))[:, None, None] * d.pair_c
     W = jax.ops.segment_sum(pw + jnp.swapaxes(pw, 1, 2), d.pair_j, num_segments=s.Js[0])
-    if s.reml:
-        W_zx = _scale(Sinv[:R, R:], Ls, s, 0, True)  # [R, p]
-        cw = jax.ops.segment_sum(d.ent_c[:, :, None] * W_zx[d.ent_r][:, None, :], d.ent_j,
-                                 num_segments=s.Js[0])  # [J0, q0, p]
-        cross = jnp.einsum("jak,jbk->jab", cw, d.ZtX0)
-        W = W + cross + jnp.swapaxes(cross, 1, 2) + jnp.einsum(
-            "jak,kl,jbl->jab", d.ZtX0, Sinv[R:, R:], d.ZtX0)
     AL = Ainv @ L0.T
     covs = [pt.phi * (Ainv + AL @ W @ jnp.swapaxes(AL, 1, 2))]
     us, i = [u0], 0
     for q, J in zip(s.qs[1:], s.Js[1:], strict=True):
         idx = i + np.arange(J)[:, None] * q + np.arange(q)[None, :]
         us.append(x[idx])
-        covs.append(pt.phi * Sinv[idx[:, :, None], idx[:, None, :]])
+        block = Sinv_z if i < R else Sinv[R:, R:]  # (REML's beta: the last pseudo-term)
+        idx_b = idx if i < R else idx - R
+        covs.append(pt.phi * block[idx_b[:, :, None], idx_b[:, None, :]])
         i += q * J
     return us, covs

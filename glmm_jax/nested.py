@@ -116,17 +116,20 @@ def log_det(th: TreeHess, anc):
     return sum(jnp.sum(smallmat.log_det(C)) for C in Cs)
 
 
-def inverse_blocks(th: TreeHess, anc) -> list:
+def inverse_blocks(th: TreeHess, anc, given_last: bool = False) -> list:
     """Diagonal blocks of (-H)^{-1}, [J_k, q_k, q_k] per term, coarsest first by the
-    recursion Sigma_{k,anc} = -X_k Sigma_{anc,anc}, Sigma_kk = A_k^{-1} - Sigma_{k,anc} X_k^T."""
+    recursion Sigma_{k,anc} = -X_k Sigma_{anc,anc}, Sigma_kk = A_k^{-1} - Sigma_{k,anc} X_k^T.
+    ``given_last``: the other terms' blocks given the last (coarsest) term (REML's fixed
+    effects), whose own block stays its marginal one."""
     Cs, Xs = factor(th, anc)
     K = len(Cs)
+    top = K - 1 if given_last else K  # terms whose covariances enter the recursion
     S = [dict() for _ in range(K)]  # S[k][m]: cov of level j of k with its ancestor in m
     for k in reversed(range(K)):
         Sk = smallmat.cho_inverse(Cs[k])
-        for m in range(k + 1, K):
+        for m in range(k + 1, top):
             acc = 0.0
-            for m2 in range(k + 1, K):
+            for m2 in range(k + 1, top):
                 if m2 == m:
                     sig = S[m][m][anc[k][m - k - 1]]
                 elif m2 < m:
