@@ -67,7 +67,8 @@ class ModelFrame:
             object.__setattr__(self, "weights", np.ones(len(self.y)))
 
 
-def _group_columns(group: str) -> list[str]:
+def group_columns(group: str) -> list[str]:
+    """The data columns of a grouping factor: ``a/b`` and ``a:b`` name a and b."""
     return [c for part in group.split("/") for c in part.split(":")]
 
 
@@ -283,7 +284,7 @@ def _check_identifiable(term: RandomTerm, Z, z_names, codes, n_levels: int) -> N
             )
 
 
-def _interaction(df: pd.DataFrame, cols: list[str]) -> pd.Categorical:
+def interaction(df: pd.DataFrame, cols: list[str]) -> pd.Categorical:
     """The factor ``a:b:...`` of several columns, its levels the labels "a:b" that occur,
     sorted as strings (labels are made for the combinations that occur, not every row)."""
     parts = [pd.Categorical(df[c]) for c in cols]
@@ -307,7 +308,7 @@ def _interaction(df: pd.DataFrame, cols: list[str]) -> pd.Categorical:
 
 def _grouping(term: RandomTerm, df: pd.DataFrame, Z, z_names, enc) -> list[GroupingFactor]:
     """The grouping factor(s) of a term: one, or one per column for ``||``."""
-    cols = _group_columns(term.group)
+    cols = group_columns(term.group)
     for c in cols:
         v = df[c]
         if pd.api.types.is_float_dtype(v) and np.any(v != np.round(v)):
@@ -321,7 +322,7 @@ def _grouping(term: RandomTerm, df: pd.DataFrame, Z, z_names, enc) -> list[Group
         if np.any(np.bincount(cat.codes[cat.codes >= 0], minlength=len(cat.categories)) == 0):
             cat = cat.remove_unused_categories()
     else:
-        cat = _interaction(df, cols)
+        cat = interaction(df, cols)
     codes = np.asarray(cat.codes, dtype=np.int64)
     levels = pd.Index(cat.categories, name=term.group)
     if len(levels) < 2:
@@ -382,7 +383,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
     for o in spec.offsets:
         needed[f"offset({deparse(o)})"] = _columns_of([o], data)
     for t in spec.random:
-        needed[str(t)] = _columns_of([t.expr], data) | set(_group_columns(t.group))
+        needed[str(t)] = _columns_of([t.expr], data) | set(group_columns(t.group))
     for where, names in needed.items():
         _check_columns(names, data, where)
 
@@ -403,7 +404,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
         extra["weights"] = _vector(weights, data, "weights")
     if offset is not None:
         extra["offset"] = _vector(offset, data, "offset")
-    group_cols = list(dict.fromkeys(c for t in rterms for c in _group_columns(t.group)))
+    group_cols = list(dict.fromkeys(c for t in rterms for c in group_columns(t.group)))
     missing = data[group_cols].isna().any(axis=1).to_numpy().copy()
     na_cols = [c for c in group_cols if data[c].isna().any()]
     for key, vals in parts.items():

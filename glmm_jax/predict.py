@@ -25,7 +25,7 @@ from scipy import linalg, special, stats
 from scipy.sparse import linalg as splinalg
 
 from . import rows, xla
-from .design import _group_columns, _interaction
+from .design import group_columns, interaction
 from .errors import GLMMInputError
 from .formula import parse_formula
 from .laplace import row_derivs
@@ -195,7 +195,7 @@ def _rows(res, newdata, kind: str, allow_new_levels: bool) -> _Rows:
     if not isinstance(newdata, pd.DataFrame):
         raise GLMMInputError(f"newdata must be a DataFrame, not {type(newdata).__name__}")
     if kind == "conditional":
-        cols = dict.fromkeys(c for g in f.groups for c in _group_columns(g.name))
+        cols = dict.fromkeys(c for g in f.groups for c in group_columns(g.name))
         missing = [c for c in cols if c not in newdata.columns]
         if missing:
             raise GLMMInputError(f"newdata has no column {', '.join(map(repr, missing))} "
@@ -212,13 +212,13 @@ def _rows(res, newdata, kind: str, allow_new_levels: bool) -> _Rows:
 def _level_codes(g, newdata: pd.DataFrame, Z: np.ndarray, allow_new_levels: bool):
     """The fit's level of each row of ``newdata`` in grouping factor ``g`` (labelled as
     design.py labels them), and Z with zero rows where the level is new."""
-    cols = _group_columns(g.name)
+    cols = group_columns(g.name)
     na = newdata[cols].isna().any(axis=1).to_numpy()
     if na.any():
         raise GLMMInputError(f"newdata: the grouping factor {g.name!r} has missing values in "
                              f"{int(na.sum())} rows")
     labels = newdata[cols[0]].to_numpy() if len(cols) == 1 else \
-        np.asarray(_interaction(newdata, cols), dtype=object)
+        np.asarray(interaction(newdata, cols), dtype=object)
     codes = g.levels.get_indexer(pd.Index(labels))
     new = codes < 0
     if new.any() and not allow_new_levels:

@@ -94,3 +94,13 @@ def ref_fit() -> _FitCache:
 @pytest.fixture(scope="session")
 def cbpp() -> pd.DataFrame:
     return gj.datasets.load("cbpp")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's in-memory compiled programs after each test module. One process that
+    has compiled some thousands of programs crashes in XLA's CPU compiler (jaxlib 0.10.2:
+    a segmentation fault at the ~500th test of this suite); the programs a later module
+    needs again come back from the persistent compilation cache."""
+    yield
+    jax.clear_caches()
