@@ -56,8 +56,9 @@ def bootstrap(res, n: int = 1000, seed: int = 0, statistic=None,
 
     ``statistic(result) -> array or Series`` of each refit's GLMMResult; default: the
     parameters of ``conf_int`` (variance components and fixed effects), computed from
-    the refits' theta without building results. Refits that do not converge are
-    counted in ``failures`` and left out; an error if none converges. ``progress``
+    the refits' theta without building results. Refits that do not converge (Newton
+    from the estimates, without the L-BFGS fallback of a fit) are counted by status in
+    ``failures`` and left out; an error if none converges. ``progress``
     (default: when n > 500) shows a tqdm bar.
 
     >>> import glmm_jax as gj
@@ -87,7 +88,7 @@ def bootstrap(res, n: int = 1000, seed: int = 0, statistic=None,
     s = model.structure
     for _, one, fitted, run, notes in model.fit_batches(
             Y, start=res.theta, batch_size=min(batch_size, n), progress=bar.update,
-            batch_iter=BATCH_ITER):
+            batch_iter=BATCH_ITER, lbfgs=False):
         status = _status(one)
         if status != "converged":
             failures[status] += 1

@@ -166,7 +166,8 @@ class Model:
         return out
 
     def fit_batches(self, Y, trials=None, start=None, max_iter: int = 100,
-                    batch_size: int = 64, progress=None, batch_iter: int | None = None):
+                    batch_size: int = 64, progress=None, batch_iter: int | None = None,
+                    lbfgs: bool = True):
         """:meth:`fit_responses` without building results: yields, per response ``i``,
         ``(i, newton_result, model, run, notes)``: the optimizer's output as NumPy,
         ``model()`` makes the model with that response, its ``fitresult.Run`` record,
@@ -174,7 +175,8 @@ class Model:
 
         A batch runs until its slowest fit ends, so with ``batch_iter`` the vmapped
         program stops after that many iterations and the fits it leaves unconverged
-        continue one by one (Newton, then the L-BFGS fallback) up to ``max_iter``."""
+        continue one by one (Newton, then, with ``lbfgs``, the L-BFGS fallback) up to
+        ``max_iter``."""
         f, s = self.frame, self.structure
         Y = np.atleast_2d(np.asarray(Y, dtype=float))
         if Y.ndim != 2 or Y.shape[1] != len(f.y):
@@ -216,7 +218,7 @@ class Model:
                     one = jax.tree.map(np.asarray, newton_fit(
                         one.theta, one.u, model().data, s, max_iter=max_iter - one.n_iter))
                     run.newton(one)
-                if not one.converged:
+                if lbfgs and not one.converged:
                     one, notes = continue_with_lbfgs(one, model().data, s, max_iter, run)
                     one = jax.tree.map(np.asarray, one)
                 yield i, one, model, run, notes
