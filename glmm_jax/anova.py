@@ -14,7 +14,7 @@ from scipy import stats
 
 from . import rformat
 from .errors import GLMMInputError, GLMMWarning, warn
-from .model import model_from_frame
+from .model import ml_fit
 from .results import GLMMResult
 from .rsyntax import deparse_lines, parse
 
@@ -74,7 +74,7 @@ def anova(*results, names=None) -> pd.DataFrame:
         _check_nested(models[k - 1], models[k], names[k - 1], names[k])
     if any(r.reml for r in models):
         warn(REFIT_MESSAGE, GLMMWarning)
-        models = [_refit_ml(r) for r in models]
+        models = [ml_fit(r) for r in models]
     npar = np.array([r.df_model for r in models])
     llk = np.array([r.loglik for r in models])
     chisq = np.concatenate([[np.nan], 2.0 * np.maximum(0.0, np.diff(llk))])
@@ -127,14 +127,6 @@ def _names(names, n: int) -> list[str]:
     if len(set(names)) != n:
         raise GLMMInputError(f"anova: names= has duplicates: {names}")
     return names
-
-
-def _refit_ml(res):
-    """The ML fit of a REML fit's model frame (ML fits as they are)."""
-    if not res.reml:
-        return res
-    return model_from_frame(res.formula, res.model.frame, res.family, res.nagq,
-                            devices=None, reml=False).fit()
 
 
 def _response(res) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from . import varpar
-from .errors import GLMMFitError, GLMMInputError
+from .errors import ConvergenceWarning, GLMMFitError, GLMMInputError, warn
 from .fitresult import make_result
 from .simulate import simulate
 
@@ -104,6 +104,10 @@ def bootstrap(res, n: int = 1000, seed: int = 0, statistic=None,
     if not values:
         raise GLMMFitError(f"bootstrap: none of the {n} refits converged ("
                            + ", ".join(f"{k}: {v}" for k, v in failures.items()) + ")")
+    if failures:
+        warn(f"bootstrap: {sum(failures.values())} of {n} refits did not converge ("
+             + ", ".join(f"{k}: {v}" for k, v in failures.items())
+             + "); the intervals use the others", ConvergenceWarning)
     reps = pd.DataFrame(np.asarray(values, dtype=float), columns=names)
     return BootstrapResult(reps, estimate, n, int(sum(failures.values())), dict(failures),
                            time.perf_counter() - t0)

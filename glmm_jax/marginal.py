@@ -28,7 +28,7 @@ from scipy import stats
 from . import laplace, rows, xla
 from .errors import ConvergenceWarning, GLMMInputError, warn
 
-GH_NODES = 100  # Gauss-Hermite nodes of the one-dimensional marginal means
+GH_NODES = rows.GH_NODES
 MAX_COV_NODES = 20_000  # nodes of the product rule of marginal_covariance (all dimensions)
 
 

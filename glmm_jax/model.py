@@ -13,7 +13,7 @@ import pandas as pd
 from . import xla
 from .crossed import MultiStructure
 from .design import ModelFrame, build_frame
-from .errors import GLMMInputError
+from .errors import GLMMFitError, GLMMInputError
 from .families import Family, get_family
 from .fitresult import Run, issue_warnings, make_result
 from .formula import parse_formula
@@ -306,6 +306,19 @@ def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1
     """A Model of a validated frame (see :func:`build_model`)."""
     laid = lay_out(frame, fam, nagq, devices, reml, engine)
     return Model(formula, laid.frame, laid.structure, laid.data, laid.clusters, laid.respond)
+
+
+def ml_fit(res) -> GLMMResult:
+    """The maximum likelihood fit of a REML fit's model (an ML fit as it is); an error
+    if it does not converge."""
+    if not res.reml:
+        return res
+    out = model_from_frame(res.formula, res.model.frame, res.family, res.nagq,
+                           reml=False).fit()
+    if not out.converged:
+        raise GLMMFitError(f"the ML refit of {res.formula!r} did not converge "
+                           f"({out.convergence.message})")
+    return out
 
 
 def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None = None

@@ -220,6 +220,9 @@ def _level_codes(g, newdata: pd.DataFrame, Z: np.ndarray, allow_new_levels: bool
     labels = newdata[cols[0]].to_numpy() if len(cols) == 1 else \
         np.asarray(interaction(newdata, cols), dtype=object)
     codes = g.levels.get_indexer(pd.Index(labels))
+    if (codes < 0).any():  # labels as text (R's levels are strings): "3" is level 3
+        as_text = pd.Index(g.levels.astype(str)).get_indexer(pd.Index(labels).astype(str))
+        codes = np.where(codes < 0, as_text, codes)
     new = codes < 0
     if new.any() and not allow_new_levels:
         levels = list(dict.fromkeys(labels[new]))

@@ -26,7 +26,8 @@ import pandas as pd
 from scipy import stats
 
 from . import sdcor, varpar
-from .errors import GLMMInputError
+from .errors import ConvergenceWarning, GLMMInputError, warn
+from .model import ml_fit
 from .objective import zero_modes
 from .optimize import newton_fit
 
@@ -53,7 +54,7 @@ def profile(res, level: float = 0.95) -> pd.DataFrame:
     if res.reml:  # as lme4: the profile of the ML fit
         notes.append("profiled at the maximum likelihood fit (as lme4's profile of a "
                      "REML fit); the estimates are the REML ones")
-        res = _ml_fit(res)
+        res = ml_fit(res)
     lower, upper = np.full(len(est), np.nan), np.full(len(est), np.nan)
     n_refits = 0
     sd_theta = np.sqrt(np.abs(np.diag(res.cov_theta)))
@@ -83,6 +84,9 @@ def profile(res, level: float = 0.95) -> pd.DataFrame:
                        index=pd.Index(names, name="parameter"))
     out.attrs.update(n_refits=n_refits, seconds=time.perf_counter() - t0,
                      notes=list(dict.fromkeys(notes)))
+    if np.isnan(out[["lower", "upper"]].to_numpy()).any():
+        warn("profile: some interval ends are NaN: " + "; ".join(out.attrs["notes"]),
+             ConvergenceWarning)
     return out
 
 
@@ -106,19 +110,6 @@ def _parameters(res) -> list:
     if lay.dispersion:
         out.append(("theta", (lay.size - 1, "exp")))
     return out + [("theta", (k, "id")) for k in range(len(res.x_names))]
-
-
-def _ml_fit(res):
-    """The maximum likelihood fit of a REML fit's model."""
-    from .model import model_from_frame
-
-    m = res.model
-    ml = model_from_frame(res.formula, m.frame, res.family, res.nagq, reml=False)
-    out = ml.fit()
-    if not out.converged:
-        raise GLMMInputError(f"the ML refit for the profile did not converge "
-                             f"({out.convergence.message})")
-    return out
 
 
 class ThetaPath:

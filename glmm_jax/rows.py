@@ -54,7 +54,10 @@ def total_variance_z(res, Zs=None) -> np.ndarray:
     return out
 
 
-def marginal_mean(family, eta, s2, n_nodes: int = 64):
+GH_NODES = 100  # Gauss-Hermite nodes of the one-dimensional marginal means
+
+
+def marginal_mean(family, eta, s2, n_nodes: int = GH_NODES):
     """E[linkinv(eta + z'b)] with z'b ~ N(0, s2) per row: the mean integrated over the
     random effects, by Gauss-Hermite quadrature with ``n_nodes`` nodes (JAX; exact for
     the identity link). ``eta`` and ``s2`` broadcast.
