@@ -52,7 +52,14 @@ def _table(res, lower, upper) -> pd.DataFrame:
 
 def wald(res, level: float = 0.95) -> pd.DataFrame:
     """estimate +- z_{(1+level)/2} SE for the fixed effects (variance components NaN, as
-    lme4's ``confint(method = "Wald")``)."""
+    lme4's ``confint(method = "Wald")``).
+
+    >>> import glmm_jax as gj
+    >>> res = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...              gj.datasets.load("cbpp"))
+    >>> wald(res).loc["period2"].round(3).tolist()
+    [-0.992, -1.593, -0.391]
+    """
     z = stats.norm.ppf(0.5 + level / 2.0)
     n_vc = len(varpar.names(res)) - len(res.x_names)
     se = np.sqrt(np.diag(res.beta_cov))
@@ -75,7 +82,14 @@ def odds_ratios(res, method: str = "wald", level: float = 0.95, **kwargs) -> pd.
 
 def rate_ratios(res, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
     """exp of the fixed effects and of their interval ends (log links: Poisson, negative
-    binomial, Gamma): conditional rate (or mean) ratios."""
+    binomial, Gamma): conditional rate (or mean) ratios.
+
+    >>> import glmm_jax as gj
+    >>> res = gj.fit("count ~ mined + (1 | site)", gj.datasets.load("salamanders"),
+    ...              family="poisson")
+    >>> bool(res.rate_ratios().loc["minedno", "estimate"] > 1)
+    True
+    """
     return _exponentiated(res, "log", "rate_ratios", method, level, kwargs)
 
 
