@@ -63,15 +63,7 @@ def _means(theta, X, Zs, offset, beta, family, layout, n_nodes: int = GH_NODES):
     effects (REML)."""
     beta_t, Ls, _ = layout.unpack(jnp.asarray(theta, dtype=float))
     beta = beta_t if layout.p else beta
-    s2 = jnp.zeros(len(X))
-    for Z, L in zip(Zs, Ls, strict=True):
-        s2 = s2 + jnp.sum((Z @ L) ** 2, axis=1)  # z' L L' z
-    # rows without random variation (s2 = 0) take s2 = 1 and then linkinv(eta): sqrt's
-    # infinite derivative at 0 stays out of the Jacobian
-    positive = s2 > 0.0
-    eta = X @ beta + offset
-    mu = rows.marginal_mean(family, eta, jnp.where(positive, s2, 1.0), n_nodes)
-    return jnp.where(positive, mu, family.linkinv(eta))
+    return rows.integrated_mean(family, X @ beta + offset, Zs, Ls, n_nodes)[0]
 
 
 _means_jit = xla.jit(_means, static_argnames=("family", "layout", "n_nodes"))

@@ -295,9 +295,7 @@ def _link(phi0, modes: _Modes, X, offset, Zs, codes, fam, lay, kind: str, jac: b
                     i += u.size
             eta = eta + rows.random_part(None, bs, codes, Zs, xp=jnp)
         elif kind == "marginal":
-            s2 = sum(jnp.sum((Z @ L) ** 2, axis=1) for Z, L in zip(Zs, Ls, strict=True))
-            pos = s2 > 0.0  # (the mean is linkinv(eta) where z'b has no variance)
-            m = rows.marginal_mean(fam, eta, jnp.where(pos, s2, 1.0))
+            m, pos = rows.integrated_mean(fam, eta, Zs, Ls)
             eta = jnp.where(pos, fam.linkfun(m), eta)
         return eta
 

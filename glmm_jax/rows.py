@@ -1,6 +1,6 @@
 """Per-row quantities of a fitted model, shared by prediction, the posterior of the random
 effects, marginal effects and simulation: the linear predictor for given random effects,
-and each row's conditional log density with all its constants.
+and the mean integrated over the random effects.
 
 The rows are those of ``res.frame`` (the rows of the fit, in the fit's order). Functions
 taking ``beta``/``bs`` are plain JAX, so autodiff gives delta-method derivatives.
@@ -37,23 +37,6 @@ def linear_predictor(res, random_effects: bool = True) -> np.ndarray:
     return eta
 
 
-def row_logdensity(family, frame, eta, log_phi):
-    """Each row's weighted conditional log density log p(y_i | eta_i), all constants
-    included (JAX; broadcasts over leading axes of ``eta``)."""
-    const = frame.weights * family.log_const(frame.y, frame.trials)
-    return frame.weights * family.logpdf(frame.y, eta, frame.trials, log_phi) + const
-
-
-def total_variance_z(res, Zs=None) -> np.ndarray:
-    """Var(z_i' b) = sum_k z_ik' G_k z_ik per row: the variance of the random part of
-    the linear predictor (default: the fit's rows)."""
-    Zs = [g.Z for g in res.frame.groups] if Zs is None else Zs
-    out = np.zeros(len(Zs[0]) if Zs else len(res.frame.y))
-    for Z, t in zip(Zs, res.terms, strict=True):
-        out = out + np.einsum("ia,ab,ib->i", Z, t.G, Z)
-    return out
-
-
 GH_NODES = 100  # Gauss-Hermite nodes of the one-dimensional marginal means
 
 
@@ -72,3 +55,15 @@ def marginal_mean(family, eta, s2, n_nodes: int = GH_NODES):
     t, w = np.sqrt(2.0) * x, w / np.sqrt(np.pi)
     eta, sd = jnp.asarray(eta, dtype=float), jnp.sqrt(jnp.asarray(s2, dtype=float))
     return jnp.sum(w * family.linkinv(eta[..., None] + sd[..., None] * t), axis=-1)
+
+
+def integrated_mean(family, eta, Zs, Ls, n_nodes: int = GH_NODES):
+    """The mean of each row integrated over its random part z'b, z'b ~ N(0, sum_k
+    |z_k' L_k|^2) (JAX; ``Ls`` the covariance factors), and where that variance is
+    positive. Rows without random variation get linkinv(eta): their variance is
+    replaced by 1 inside, so sqrt's infinite derivative at 0 stays out of Jacobians."""
+    s2 = sum((jnp.sum((Z @ L) ** 2, axis=1) for Z, L in zip(Zs, Ls, strict=True)),
+             jnp.zeros(jnp.shape(eta)))
+    positive = s2 > 0.0
+    mu = marginal_mean(family, eta, jnp.where(positive, s2, 1.0), n_nodes)
+    return jnp.where(positive, mu, family.linkinv(eta)), positive
