@@ -28,7 +28,7 @@ def fit(formula: str, data: pd.DataFrame, family: str | Family = "binomial",
         with ``nagq`` nodes per random-effect dimension (``nagq**q`` per cluster, at most
         ``MAX_QUADRATURE_NODES``).
       options: the keyword arguments of :func:`build_model` (``reml``, ``devices``,
-        ``weights``, ``offset``, ``contrasts``, ``engine``):
+        ``weights``, ``offset``, ``contrasts``, ``engine``, ``on_separation``):
       reml: restricted maximum likelihood (Gaussian only; default True for Gaussian mixed
         models, as in lmer, and False for a formula without random terms, as glm): the
         fixed effects are integrated out of the likelihood that is maximized, and
@@ -49,6 +49,13 @@ def fit(formula: str, data: pd.DataFrame, family: str | Family = "binomial",
         default for unordered factors), "sum", "helmert" or "poly" (the default for
         ordered categoricals), or R's names ("contr.sum", ...). Columns are named as R
         names them (``period1``, ... for sum contrasts).
+      on_separation: a binomial model is checked for complete or quasi-complete
+        separation before fitting (the linear program of R's detectseparation on the
+        fixed-effects design; see :func:`glmm_jax.detect_separation`): "error" (the
+        default) raises ``SeparationError`` naming the coefficients whose estimates are
+        infinite and their signs; "warn" issues a ``SeparationWarning``, fits anyway and
+        reports those estimates as +-Inf with NaN standard errors in every table
+        (``result.separation`` holds the record); "ignore" skips the check.
       max_iter: maximum outer Newton iterations. If Newton has not converged by then, an
         L-BFGS fallback (optax, at most ``5 * max_iter`` iterations) continues from where it
         stopped and Newton is run once more from its result.

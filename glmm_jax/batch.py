@@ -56,6 +56,12 @@ class ManyResult:
     results: dict
     errors: dict
 
+    def __repr__(self) -> str:
+        ok = [r for r in self.results.values() if r is not None]
+        conv = sum(bool(r.converged) for r in ok)
+        return (f"<ManyResult {self.formula!r}: {len(self.keys)} datasets, {conv} converged"
+                f", {len(ok) - conv} not converged, {len(self.errors)} failed>")
+
     @property
     def summary(self) -> pd.DataFrame:
         """One row per dataset: loglik, AIC, convergence, singularity, error."""
@@ -102,6 +108,8 @@ def _split(data, by):
             keys = sorted(keys)
         except TypeError:
             pass
+        if not data.index.is_unique:  # (e.g. concatenated frames): rows by position
+            data = data.reset_index(drop=True)
         return keys, data, data[by].to_numpy()
     frames = list(data.items()) if isinstance(data, dict) else list(enumerate(data))
     if not frames:

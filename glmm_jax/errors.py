@@ -7,6 +7,13 @@ class GLMMInputError(ValueError):
     """Invalid formula, data, family or option; the message names the culprit."""
 
 
+class SeparationError(GLMMInputError):
+    """The data separate the outcome (complete or quasi-complete separation): some
+    fixed-effect estimates are infinite. Found before fitting, from the data and formula
+    alone, and cured by changing them (or by a penalized fit), hence an input error; the
+    message names the coefficients and their directions (see ``gj.detect_separation``)."""
+
+
 class GLMMFitError(RuntimeError):
     """A computation on fitted models failed as a whole (e.g. every bootstrap refit)."""
 
@@ -21,6 +28,11 @@ class ConvergenceWarning(GLMMWarning):
 
 class SingularFitWarning(GLMMWarning):
     """A random-effect covariance is at the boundary (a variance of 0 or correlation of ±1)."""
+
+
+class SeparationWarning(GLMMWarning):
+    """The data are separated; fitted anyway (``on_separation="warn"``), and the
+    infinite estimates are reported as +-Inf."""
 
 
 class DataWarning(GLMMWarning):

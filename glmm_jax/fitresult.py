@@ -51,37 +51,50 @@ def inverse_hessian(H: np.ndarray, messages: list) -> np.ndarray:
         return np.full_like(H, np.nan)
 
 
-def _convergence(out, run: Run, free: np.ndarray, cov_theta: np.ndarray) -> Convergence:
+def _convergence(out, run: Run, free: np.ndarray, cov_theta: np.ndarray,
+                 names=None) -> Convergence:
+    """The convergence record; ``message`` says what failed, with the numbers (``names``:
+    theta's entry names, to name the largest gradient entry)."""
     g, H = np.asarray(out.grad, dtype=float), np.asarray(out.hess, dtype=float)
     all_free = bool(free.all())
     gf, Hf = (g, H) if all_free else (g[free], H[np.ix_(free, free)])
     ev = np.linalg.eigvalsh(Hf) if Hf.size else np.zeros(1)
     finite = bool(np.all(np.isfinite(np.asarray(out.theta)))) and np.isfinite(float(out.f))
+    decrement = float("nan")
     if not gf.size:
         scaled = 0.0
-    elif ev[0] <= 0:
+    elif not ev[0] > 0:
         scaled = float("inf")
     else:  # the Newton step H^-1 g (the inverse is at hand where nothing is fixed)
         step = cov_theta @ g if all_free else np.linalg.solve(Hf, gf)
         scaled = float(np.max(np.abs(step)))
+        decrement = float(gf @ step)
     max_grad = float(np.max(np.abs(gf))) if gf.size else 0.0
+    which = ""
+    if gf.size and names is not None and np.all(np.isfinite(gf)):
+        which = f" (at {np.asarray(names, dtype=object)[free][int(np.argmax(np.abs(gf)))]})"
+    tol = TOL * (1.0 + abs(float(out.f))) if finite else float("nan")
+    numbers = (f"max|gradient| = {max_grad:.2e}{which}, scaled gradient max|H^-1 g| = "
+               f"{scaled:.2e}, Newton decrement g'H^-1 g = {decrement:.2e} (tolerance "
+               f"{tol:.2e})")
     if not finite:
         status, msg = "not_finite", "the estimates or the log-likelihood are not finite"
     elif not bool(out.inner_converged):
-        status, msg = "modes_not_converged", ("the conditional modes did not converge at "
-                                              "the final estimates")
+        status, msg = "modes_not_converged", (
+            f"the conditional modes did not converge at the final estimates (within "
+            f"{MAX_INNER_ITER} iterations to {TOL_INNER:.0e}): {numbers}")
     elif bool(out.converged):
         status, msg = "converged", "converged"
     elif bool(out.line_search_failed):
         status, msg = "line_search_failed", (
-            f"the line search failed: max|gradient| = {max_grad:.2e}, scaled gradient "
-            f"{scaled:.2e}, smallest Hessian eigenvalue {ev[0]:.2e}")
+            f"the line search failed after {run.n_iter} Newton iterations: {numbers}")
     else:
+        lbfgs = f" and {run.n_lbfgs} L-BFGS" if run.n_lbfgs else ""
         status, msg = "iteration_limit", (
-            f"no convergence in {run.n_iter} Newton iterations (max_iter={run.max_iter}): "
-            f"max|gradient| = {max_grad:.2e}, smallest Hessian eigenvalue {ev[0]:.2e}")
-    if status not in ("converged", "not_finite") and ev[0] <= 0:
-        msg += "; the Hessian is not positive definite"
+            f"no convergence in {run.n_iter} Newton{lbfgs} iterations "
+            f"(max_iter={run.max_iter} per Newton run): {numbers}")
+    if status not in ("converged", "not_finite") and not ev[0] > 0:
+        msg += f"; the Hessian is not positive definite (smallest eigenvalue {ev[0]:.3g})"
     return Convergence(
         status=status, message=msg, methods=tuple(run.methods),
         theta_start=np.asarray(run.theta_start, dtype=float),
@@ -92,6 +105,39 @@ def _convergence(out, run: Run, free: np.ndarray, cov_theta: np.ndarray) -> Conv
         tolerances={"decrement": TOL, "max_step": MAX_STEP, "max_iter": run.max_iter,
                     "inner": TOL_INNER, "max_inner_iter": MAX_INNER_ITER},
         fixed=run.fixed, time_s=run.time_s)
+
+
+def boundary_parts(terms, scale: float = 1.0, tol: float = SINGULAR_TOL) -> list[str]:
+    """What is at the boundary in each term, by lme4's rule (``isSingular``: a diagonal
+    entry of the term's Cholesky factor below ``tol``, relative to sigma for Gaussian
+    models (``scale``), absolute otherwise): an SD of ~0, or an effect whose correlation
+    with an earlier one is ~±1 (in general: a linear combination of the earlier ones)."""
+    parts = []
+    for t in terms:
+        L = np.asarray(t.L, dtype=float)
+        small = np.abs(np.diag(L)) < tol * scale
+        if not small.any():
+            continue
+        G = L @ L.T
+        sd = np.sqrt(np.diag(G))
+        z = list(t.z_names)
+        for k in np.flatnonzero(small):
+            if sd[k] < tol * scale:
+                parts.append(f"{t.group}: the SD of {z[k]} is ~0 ({sd[k]:.2g})")
+                continue
+            live = [j for j in range(k) if sd[j] >= tol * scale]
+            if not live:
+                continue
+            r = np.array([G[j, k] / (sd[j] * sd[k]) for j in live])
+            j = live[int(np.argmax(np.abs(r)))]
+            rj = float(r[int(np.argmax(np.abs(r)))])
+            if len(live) == 1 or abs(rj) > 1.0 - 1e-3:
+                parts.append(f"{t.group}: the correlation of {z[j]} and {z[k]} is "
+                             f"~{'+' if rj > 0 else '-'}1 ({rj:.6f})")
+            else:
+                parts.append(f"{t.group}: {z[k]} is ~a linear combination of "
+                             f"{', '.join(z[i] for i in live)} (the covariance is singular)")
+    return parts
 
 
 def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
@@ -126,14 +172,18 @@ def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
     free = np.ones(len(theta), bool)
     if run.fixed and model is not None:
         free[[model.theta_names.index(n) for n in run.fixed]] = False
-    conv = _convergence(out, run, free, cov_theta)
+    names = s.theta.names(frame.x_names, [(g.name, g.z_names) for g in frame.groups],
+                          fam.dispersion_name)
+    conv = _convergence(out, run, free, cov_theta, names)
     converged = conv.status == "converged"
     if not converged:
         messages.append(conv.message)
     scale = float(np.exp(log_phi)) if fam.name == "gaussian" else 1.0
-    singular = any(np.any(np.abs(np.diag(t.L)) < SINGULAR_TOL * scale) for t in terms)
+    boundary = boundary_parts(terms, scale)
+    singular = bool(boundary)
     if singular:
-        messages.append("boundary (singular) fit: see result.varcorr")
+        messages.append(f"boundary (singular) fit: {'; '.join(boundary)} "
+                        "(see result.varcorr)")
     return GLMMResult(
         formula=formula, family=fam, nagq=s.nagq, nobs=len(frame.y), x_names=frame.x_names,
         terms=tuple(terms), beta=beta, beta_cov=beta_cov, reml=reml,
@@ -147,15 +197,50 @@ def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
 
 
 def issue_warnings(res: GLMMResult) -> None:
-    """The ConvergenceWarning and SingularFitWarning of a fit, each saying what to try."""
+    """The ConvergenceWarning and SingularFitWarning of a fit: what failed, with the
+    numbers (see :func:`_convergence`, :func:`boundary_parts`), and what to try."""
     if not res.converged:
         c = res.convergence
-        hint = {"iteration_limit": "raise max_iter, or simplify the random effects",
-                "line_search_failed": "check for separation or a variance at the boundary; "
-                                      "try gj.fit(..., max_iter=...) or rescale covariates",
-                "modes_not_converged": "the data may be separated or the model too complex",
-                "not_finite": "check for separation or extreme covariate values"}[c.status]
-        warn(f"{res.formula}: {c.message}; {hint}", ConvergenceWarning)
+        warn(f"{res.formula}: {c.message}. Try: {'; '.join(convergence_hints(res))}",
+             ConvergenceWarning)
     if res.singular:
-        warn(f"{res.formula}: boundary (singular) fit: a random-effect variance is "
-             "estimated as ~0 or a correlation as ~±1 (see result.varcorr)", SingularFitWarning)
+        parts = "; ".join(boundary_parts(res.terms, res.sigma))
+        warn(f"{res.formula}: boundary (singular) fit: {parts}. The random effects may be "
+             "simpler than the model (drop the term or its slope, or use (x || g) for "
+             "uncorrelated effects); see result.varcorr", SingularFitWarning)
+
+
+def convergence_hints(res: GLMMResult) -> list[str]:
+    """What to try after a fit that did not converge, by its status."""
+    c = res.convergence
+    hints = []
+    if c.status == "iteration_limit":
+        hints.append(f"raise max_iter (it was {c.tolerances.get('max_iter')}): "
+                     "gj.fit(..., max_iter=500)")
+    if c.status in ("modes_not_converged", "not_finite", "line_search_failed"):
+        hints.append("check for separation (a covariate or factor level that predicts the "
+                     "response perfectly)")
+    wide = badly_scaled_columns(res)
+    if wide:
+        hints.append("rescale covariates (e.g. scale(x)): " + ", ".join(
+            f"{n} has SD {sd:.3g}" for n, sd in wide))
+    elif c.status == "line_search_failed":
+        hints.append("rescale covariates")
+    if res.terms and (c.status == "line_search_failed" or not c.min_eigenvalue > 0):
+        hints.append("simplify the random effects (a variance may be ~0 or a correlation "
+                     "~+-1)")
+    elif res.terms:
+        hints.append("simplify the random effects")
+    hints.append("compare other starting values: gj.check_convergence(result)")
+    return hints
+
+
+def badly_scaled_columns(res: GLMMResult, big: float = 1e3, small: float = 1e-3) -> list:
+    """(name, SD) of the fixed-effect columns whose SD is above ``big`` or below
+    ``small`` (constant columns, such as the intercept, left out)."""
+    X = getattr(res.frame, "X", None)
+    if X is None or not len(X):
+        return []
+    sd = np.std(np.asarray(X, dtype=float), axis=0)
+    return [(n, float(v)) for n, v in zip(res.x_names, sd, strict=False)
+            if v > big or 0 < v < small]

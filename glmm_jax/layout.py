@@ -46,7 +46,9 @@ class Laid(NamedTuple):
     structure: Structure | MultiStructure
     data: ClusterData | MultiData | lmm.LmmData
     clusters: tuple | None = None
-    respond: object = None  # respond(y, trials): the data's fields that depend on y (NumPy)
+    # respond(y, trials, weights=None): the data's fields that depend on y (NumPy), and
+    # with new prior weights (one per row; 0 leaves a row out) the fields that hold them
+    respond: object = None
 
 
 def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: bool = False,
@@ -107,12 +109,16 @@ def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices) -> Laid:
     flat = (layout.block * n_chunks + layout.chunk) * layout.size + layout.slot
     shape = arrays.y.shape
 
-    def respond(y, trials):
+    def respond(y, trials, weights=None):
+        w = frame.weights if weights is None else np.asarray(weights, dtype=float)
         out = {"y": np.ones(int(np.prod(shape))), "trials": np.ones(int(np.prod(shape)))}
         out["y"][flat], out["trials"][flat] = y, trials
-        lc = np.bincount(layout.block, frame.weights * fam.log_const(y, trials), n_blocks)
-        return {"y": out["y"].reshape(shape), "trials": out["trials"].reshape(shape),
-                "log_const": lc}
+        if weights is not None:
+            out["weights"] = np.zeros(int(np.prod(shape)))
+            out["weights"][flat] = w
+        out = {k: v.reshape(shape) for k, v in out.items()}
+        out["log_const"] = np.bincount(layout.block, w * fam.log_const(y, trials), n_blocks)
+        return out
 
     return Laid(frame, s, arrays, (layout.cluster_block, layout.cluster_slot), respond)
 
@@ -142,7 +148,11 @@ def _build_lmm(frame: ModelFrame, fam: Family, nagq: int, reml: bool, devices) -
     if stats is None:
         return None
 
-    def respond(y, trials):
+    def respond(y, trials, weights=None):
+        if weights is not None:
+            raise GLMMInputError("new prior weights need the 'single' or 'multi' engine; "
+                                 "the cross-product engine ('lmm') folds the rows into "
+                                 "its statistics (build the model with engine='multi')")
         return lmm.response_products(frame.X, y - frame.offset, terms, Js, trials)
 
     qs = tuple(len(g.z_names) for g in groups) + (p,) * reml
@@ -201,9 +211,13 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
         log_const=np.asarray(np.sum(frame.weights * fam.log_const(frame.y, frame.trials))),
         anc=anc or (),
     )
-    def respond(y, trials):
-        return {"y": rows(y, 1), "trials": rows(trials, 1), "log_const": np.asarray(
-            np.sum(frame.weights * fam.log_const(y, trials)))}
+    def respond(y, trials, weights=None):
+        w = frame.weights if weights is None else np.asarray(weights, dtype=float)
+        out = {"y": rows(y, 1), "trials": rows(trials, 1),
+               "log_const": np.asarray(np.sum(w * fam.log_const(y, trials)))}
+        if weights is not None:
+            out["weights"] = rows(w)
+        return out
 
     return Laid(frame, s, place_rows(arrays, devices), None, respond)
 

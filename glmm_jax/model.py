@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from . import xla
+from . import separation, xla
 from .crossed import MultiStructure
 from .design import ModelFrame, build_frame
 from .errors import GLMMFitError, GLMMInputError
@@ -49,6 +49,7 @@ class Model:
     data: object  # the engine's device arrays
     clusters: tuple | None = None  # one grouping factor: (block, slot) of each cluster
     respond: object = field(default=None, repr=False, compare=False)  # see layout.Laid
+    separation: object = field(default=None, repr=False, compare=False)  # build_model's check
 
     def __repr__(self) -> str:
         s = self.structure
@@ -142,11 +143,26 @@ class Model:
                                  f"and finite; {int(bad.sum())} values are not")
         return y, trials
 
-    def _with_fields(self, y, trials, fields: dict) -> Model:
-        """This model with the response ``y`` and its data fields (from ``respond``)."""
+    def _with_fields(self, y, trials, fields: dict, weights=None) -> Model:
+        """This model with the response ``y`` and its data fields (from ``respond``; with
+        ``weights``, the new prior weights and their fields)."""
         new = {k: jax.device_put(v, getattr(self.data, k).sharding) for k, v in fields.items()}
-        return replace(self, frame=replace(self.frame, y=y, trials=trials),
-                       data=self.data._replace(**new))
+        frame = replace(self.frame, y=y, trials=trials)
+        if weights is not None:
+            frame = replace(frame, weights=weights)
+        return replace(self, frame=frame, data=self.data._replace(**new))
+
+    @staticmethod
+    def _checked_weights(weights, shape) -> np.ndarray:
+        """Per-fit prior weights ([K, n], or [n] for all K fits), non-negative and finite."""
+        try:
+            W = np.broadcast_to(np.asarray(weights, dtype=float), shape)
+        except (TypeError, ValueError):
+            raise GLMMInputError(f"fit_batches: weights need shape {shape} (or one value "
+                                 f"per row of the fit), not {np.shape(weights)}") from None
+        if not np.all(np.isfinite(W)) or np.any(W < 0):
+            raise GLMMInputError("fit_batches: weights must be finite and non-negative")
+        return W
 
     def fit_responses(self, Y, trials=None, start=None, max_iter: int = 100,
                       batch_size: int = 64) -> list[GLMMResult]:
@@ -167,11 +183,13 @@ class Model:
 
     def fit_batches(self, Y, trials=None, start=None, max_iter: int = 100,
                     batch_size: int = 64, progress=None, batch_iter: int | None = None,
-                    lbfgs: bool = True):
+                    lbfgs: bool = True, weights=None):
         """:meth:`fit_responses` without building results: yields, per response ``i``,
         ``(i, newton_result, model, run, notes)``: the optimizer's output as NumPy,
         ``model()`` makes the model with that response, its ``fitresult.Run`` record,
         and fallback notes. ``progress(k)`` is called after each batch of k responses.
+        ``weights`` ([K, n], or [n]) replace the prior weights of each fit (0 leaves a
+        row out), for the "single" and "multi" engines.
 
         A batch runs until its slowest fit ends, so with ``batch_iter`` the vmapped
         program stops after that many iterations and the fits it leaves unconverged
@@ -186,15 +204,17 @@ class Model:
                             Y.shape)
         for k in range(len(Y)):
             self._checked_response(Y[k], T[k], f"fit_responses: response {k}")
+        W = None if weights is None else self._checked_weights(weights, Y.shape)
         theta0 = self.start() if start is None else self._theta(start)
         devices = _devices(self.data)
         u0 = zero_modes(s, self.data, np)
         batch_size = 1 if len(devices) > 1 else batch_size  # sharded: one at a time
         for b0 in range(0, len(Y), batch_size):
             idx = list(range(b0, min(b0 + batch_size, len(Y))))
-            parts = {i: self.respond(Y[i], T[i]) for i in idx}
+            parts = {i: self.respond(Y[i], T[i], None if W is None else W[i]) for i in idx}
+            w_of = (lambda i: None) if W is None else (lambda i: np.array(W[i]))
             if len(devices) > 1:
-                model = self._with_fields(Y[idx[0]], T[idx[0]], parts[idx[0]])
+                model = self._with_fields(Y[idx[0]], T[idx[0]], parts[idx[0]], w_of(idx[0]))
                 res = newton_fit(theta0, u0, model.data, s, max_iter=max_iter)
                 batch = [jax.tree.map(np.asarray, res)]
             else:
@@ -209,7 +229,7 @@ class Model:
                     max_iter=min(max_iter, batch_iter or max_iter), fields=fields))
                 batch = [jax.tree.map(lambda a, j=j: a[j], res) for j in range(len(idx))]
             for i, one in zip(idx, batch, strict=False):
-                model = partial(self._with_fields, Y[i], T[i], parts[i])
+                model = partial(self._with_fields, Y[i], T[i], parts[i], w_of(i))
                 run = Run(theta0, max_iter)
                 run.newton(one)
                 notes = ()
@@ -277,10 +297,15 @@ def build_model(
     offset=None,
     contrasts: dict | None = None,
     engine: str | None = None,
+    on_separation: str = "error",
 ) -> Model:
     """Parse, validate and lay out a model without fitting it (arguments as in
-    :func:`glmm_jax.fit`; ``engine`` forces "single", "multi" or "lmm")."""
+    :func:`glmm_jax.fit`; ``engine`` forces "single", "multi" or "lmm"). A binomial
+    model is checked for separation first (:func:`glmm_jax.detect_separation`):
+    ``on_separation`` "error" raises :class:`SeparationError`, "warn" warns and the fit
+    reports the infinite estimates as +-Inf, "ignore" skips the check."""
     fam = get_family(family, link)
+    separation.check_policy(on_separation)
     spec = parse_formula(formula)
     # REML by default for Gaussian mixed models (as lmer); a linear model: ML (as glm)
     reml = fam.name == "gaussian" and bool(spec.random) if reml is None else bool(reml)
@@ -298,7 +323,9 @@ def build_model(
                     f"{len(frame.y)} observations: the random effects and the residual "
                     "variance are not identifiable"
                 )
-        return model_from_frame(spec.formula, frame, fam, int(nagq), devices, reml, engine)
+        sep = separation.check(frame, fam, spec.formula, on_separation)
+        model = model_from_frame(spec.formula, frame, fam, int(nagq), devices, reml, engine)
+        return model if sep is None else replace(model, separation=sep)
 
 
 def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1,
@@ -327,6 +354,9 @@ def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None 
     t0 = time.perf_counter()
     s = model.structure
     names = model.theta_names
+    sep = model.separation
+    if sep is not None and not sep.describes(model.frame):  # a new response: check it
+        sep = separation.check(model.frame, s.family, model.formula, sep.policy)
     with one_blas_thread():
         theta0 = model.start() if start is None else model._theta(start).copy()
     theta0 = np.asarray(theta0, dtype=float)
@@ -346,8 +376,9 @@ def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None 
         out, notes = continue_with_lbfgs(out, model.data, s, max_iter, run, free)
     run.time_s = time.perf_counter() - t0
     with one_blas_thread():
-        return make_result(model.formula, model.frame, s.family, s, out, run, notes,
-                           model.clusters, model=model)
+        res = make_result(model.formula, model.frame, s.family, s, out, run, notes,
+                          model.clusters, model=model)
+    return res if sep is None else replace(res, separation=sep)
 
 
 def continue_with_lbfgs(out, data, s, max_iter: int, run: Run, free=None):

@@ -43,6 +43,37 @@ def profile(res, level: float = 0.95) -> pd.DataFrame:
     lower end 0, a correlation's ends are at most +-1 (as lme4). A REML fit is profiled
     at its ML fit, as lme4 does. The refits used, the time taken and any notes are in
     ``.attrs``."""
+    return _profile(res, level)[0]
+
+
+def profile_points(res, level: float = 0.95, parameters=None) -> pd.DataFrame:
+    """The points of the profile that :func:`profile` evaluates on its way to the
+    interval ends: columns ``parameter``, ``value`` (on the scale of the intervals),
+    ``zeta`` (the signed root deviance), sorted by value within each parameter, with
+    the estimate at zeta = 0 (for a REML fit, the ML estimate its profile is made
+    at) and each end at zeta = +-z_{(1+level)/2} (or the bound zeta does not reach).
+    ``parameters``: names of ``varpar.names`` to profile (default all).
+
+    >>> import glmm_jax as gj
+    >>> res = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...              gj.datasets.load("cbpp"))
+    >>> pts = profile_points(res, parameters=["period2"])
+    >>> end = pts.loc[(pts["zeta"] - 1.96).abs().idxmin()]  # the upper end
+    >>> round(float(end["value"]), 4)
+    -0.4078
+    """
+    known = varpar.names(res)
+    wanted = known if parameters is None else list(parameters)
+    bad = [p for p in wanted if p not in known]
+    if bad:
+        raise GLMMInputError(f"parameters: {', '.join(map(repr, bad))} not among the "
+                             f"model's parameters ({', '.join(known)})")
+    return _profile(res, level, set(wanted))[1]
+
+
+def _profile(res, level: float, wanted: set | None = None):
+    """The intervals table, and the points evaluated for the parameters in ``wanted``
+    (all by default; the table is NaN for the others)."""
     if not res.converged:
         raise GLMMInputError("profile intervals need a converged fit "
                              f"({res.convergence.message})")
@@ -58,7 +89,10 @@ def profile(res, level: float = 0.95) -> pd.DataFrame:
     lower, upper = np.full(len(est), np.nan), np.full(len(est), np.nan)
     n_refits = 0
     sd_theta = np.sqrt(np.abs(np.diag(res.cov_theta)))
+    points = []
     for i, (kind, where) in enumerate(_parameters(res)):
+        if wanted is not None and names[i] not in wanted:
+            continue
         if kind == "theta":
             k, how = where
             path = ThetaPath(res, notes)
@@ -72,10 +106,14 @@ def profile(res, level: float = 0.95) -> pd.DataFrame:
         step = z * se if np.isfinite(se) and se > 0 else 0.25 * max(abs(t_hat), 0.1)
         lo_bound = 0.0 if how == "sd" else (-ATANH_MAX if how == "tanh" else None)
         hi_bound = ATANH_MAX if how == "tanh" else None
-        lo = _end(path, k, -z, -step, lo_bound, names[i], notes)
-        hi = _end(path, k, z, step, hi_bound, names[i], notes)
+        record = [(t_hat, 0.0)]  # (t, zeta) evaluated
+        lo = _end(path, k, -z, -step, lo_bound, names[i], notes, record)
+        hi = _end(path, k, z, step, hi_bound, names[i], notes, record)
         n_refits += path.n_refits
         f = {"id": lambda x: x, "sd": lambda x: x, "exp": np.exp, "tanh": np.tanh}[how]
+        pts = np.array(sorted(record))
+        points.append(pd.DataFrame({"parameter": names[i], "value": f(pts[:, 0]),
+                                    "zeta": pts[:, 1]}))
         lower[i], upper[i] = f(lo), f(hi)
         if how == "tanh":
             lower[i] = -1.0 if lo == -ATANH_MAX else lower[i]
@@ -84,10 +122,12 @@ def profile(res, level: float = 0.95) -> pd.DataFrame:
                        index=pd.Index(names, name="parameter"))
     out.attrs.update(n_refits=n_refits, seconds=time.perf_counter() - t0,
                      notes=list(dict.fromkeys(notes)))
-    if np.isnan(out[["lower", "upper"]].to_numpy()).any():
+    done = [n for n in names if wanted is None or n in wanted]
+    if np.isnan(out.loc[done, ["lower", "upper"]].to_numpy()).any():
         warn("profile: some interval ends are NaN: " + "; ".join(out.attrs["notes"]),
              ConvergenceWarning)
-    return out
+    cols = ["parameter", "value", "zeta"]
+    return out, (pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=cols))
 
 
 def _parameters(res) -> list:
@@ -209,9 +249,11 @@ def _direction(g: np.ndarray, H: np.ndarray) -> np.ndarray:
 
 
 def _end(path: ThetaPath, k: int, target: float, step: float, bound, name: str,
-         notes: list) -> float:
+         notes: list, record: list | None = None) -> float:
     """The value of coordinate k where zeta = target, or ``bound`` where zeta does not
-    reach it before; NaN where a refit fails."""
+    reach it before; NaN where a refit fails. Appends each point (t, zeta) evaluated to
+    ``record``."""
+    record = [] if record is None else record
     t_hat = path.psi_hat[k]
     pts = [(t_hat, 0.0)]  # (t, zeta) along this side
     psi, u = path.psi_hat, path.u_hat
@@ -229,6 +271,7 @@ def _end(path: ThetaPath, k: int, target: float, step: float, bound, name: str,
             notes.append(f"{name}: the profile found a better fit than the estimates "
                          f"(-logLik {f:.6f} < {path.f_hat:.6f}): refit the model")
         z = float(np.sign(t - t_hat) * np.sqrt(max(0.0, 2.0 * (f - path.f_hat))))
+        record.append((t, z))
         if abs(z - target) < ZETA_TOL:
             return t
         if bound is not None and t == bound and abs(z) < abs(target):

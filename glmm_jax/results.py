@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import rformat, rows
+from . import rformat, rows, separation
 from .design import ModelFrame
 from .families import Family
 from .rsyntax import deparse_lines, fill, parse
@@ -90,6 +90,7 @@ class GLMMResult:
     convergence: Convergence | None = None
     model_: object = field(default=None, repr=False, compare=False)
     builder: object = field(default=None, repr=False, compare=False)
+    separation: object = field(default=None, repr=False, compare=False)  # see separation.py
 
     @property
     def model(self):
@@ -133,18 +134,30 @@ class GLMMResult:
         return float(self.dispersion) if self.family.name == "gaussian" else 1.0
 
     # ---- tables ----------------------------------------------------------------
+    # Separated data (fitted with on_separation="warn"): the tables show the infinite
+    # estimates as +-Inf with NaN SEs; ``beta``/``beta_cov`` keep the optimizer's values.
+    def _infinite(self) -> np.ndarray:
+        return separation.infinite_of(self.separation, self.x_names)
+
+    def _shown_beta(self) -> tuple[np.ndarray, np.ndarray]:
+        return separation.shown(self._infinite(), self.beta, self.beta_cov)
+
+    def _mark_intervals(self, table: pd.DataFrame, exp: bool = False) -> pd.DataFrame:
+        return separation.mark_intervals(table, self._infinite(), self.x_names, exp)
+
     @property
     def fixef(self) -> pd.Series:
-        return pd.Series(self.beta, index=list(self.x_names), name="estimate")
+        return pd.Series(self._shown_beta()[0], index=list(self.x_names), name="estimate")
 
     @property
     def vcov(self) -> pd.DataFrame:
         names = list(self.x_names)
-        return pd.DataFrame(self.beta_cov.copy(), index=names, columns=names)
+        return pd.DataFrame(self._shown_beta()[1], index=names, columns=names)
 
     @property
     def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.beta_cov)), index=list(self.x_names), name="se")
+        return pd.Series(np.sqrt(np.diag(self._shown_beta()[1])), index=list(self.x_names),
+                         name="se")
 
     @property
     def coef_table(self) -> pd.DataFrame:
@@ -169,8 +182,11 @@ class GLMMResult:
         """Estimates, standard errors, Wald z statistics and two-sided p-values."""
         est, se = self.fixef, self.se
         z = est / se
-        return pd.DataFrame({"estimate": est, "se": se, "z": z,
-                             "p": 2.0 * stats.norm.sf(np.abs(z))})
+        table = pd.DataFrame({"estimate": est, "se": se, "z": z,
+                              "p": 2.0 * stats.norm.sf(np.abs(z))})
+        if np.any(self._infinite() != 0):
+            table.attrs["note"] = "infinite estimates (separation): see result.separation"
+        return table
 
     def _term_labels(self) -> list[str]:
         """Group labels for varcorr: repeated grouping factors get .1, .2 (as lme4)."""
@@ -234,21 +250,23 @@ class GLMMResult:
         """Confidence intervals: see :func:`glmm_jax.intervals.conf_int`."""
         from .intervals import conf_int
 
-        return conf_int(self, method, level, **kwargs)
+        return self._mark_intervals(conf_int(self, method, level, **kwargs))
 
     def odds_ratios(self, method: str = "wald", level: float = 0.95, **kwargs):
         """exp(estimates and intervals) of a logit model: see
         :func:`glmm_jax.intervals.odds_ratios`."""
         from .intervals import odds_ratios
 
-        return odds_ratios(self, method, level, **kwargs)
+        with separation.quiet_overflow(self._infinite()):  # exp of a huge finite value
+            return self._mark_intervals(odds_ratios(self, method, level, **kwargs), exp=True)
 
     def rate_ratios(self, method: str = "wald", level: float = 0.95, **kwargs):
         """exp(estimates and intervals) of a log-link model: see
         :func:`glmm_jax.intervals.rate_ratios`."""
         from .intervals import rate_ratios
 
-        return rate_ratios(self, method, level, **kwargs)
+        with separation.quiet_overflow(self._infinite()):
+            return self._mark_intervals(rate_ratios(self, method, level, **kwargs), exp=True)
 
     def simulate(self, nsim: int = 1, seed: int = 0, random_effects: str = "new"):
         """Simulated responses [rows, nsim]: see :func:`glmm_jax.simulate.simulate`."""
@@ -282,6 +300,32 @@ class GLMMResult:
         return residuals(self, type)
 
     # ---- printing --------------------------------------------------------------
+    def tidy(self, effects=("fixed", "ran_pars"), conf_int: bool = False, **kwargs):
+        """A tidy table as broom.mixed's ``tidy``: see :func:`glmm_jax.tidy`."""
+        from .tidy import tidy
+
+        return tidy(self, effects=effects, conf_int=conf_int, **kwargs)
+
+    def glance(self) -> pd.DataFrame:
+        """One row of fit statistics as broom.mixed's ``glance``: :func:`glmm_jax.glance`."""
+        from .tidy import glance
+
+        return glance(self)
+
+    def augment(self, data: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
+        """The model's rows with fitted values, residuals and random effects, as
+        broom.mixed's ``augment``: see :func:`glmm_jax.augment`."""
+        from .tidy import augment
+
+        return augment(self, data, **kwargs)
+
+    def save(self, path, data: bool = True) -> None:
+        """Write the fit to ``path`` (JSON and npz in a zip, no pickle; ``data=False``
+        leaves out the model frame's rows): see :func:`glmm_jax.load`."""
+        from .persist import save
+
+        save(self, path, data=data)
+
     def _family_label(self) -> str:
         fam = self.family
         if fam.name == "negative_binomial":
@@ -329,8 +373,9 @@ class GLMMResult:
         if p > 12:
             return ["", f"Correlation matrix not shown by default, as p = {p} > 12.",
                     "Use res.vcov if you need it"]
-        sd = np.sqrt(np.diag(self.beta_cov))
-        corr = self.beta_cov / np.outer(sd, sd)
+        cov = self._shown_beta()[1]
+        sd = np.sqrt(np.diag(cov))
+        corr = cov / np.outer(sd, sd)
         cf = np.asarray(rformat.format_real(np.round(corr, 3).ravel(), 7, nsmall=3)).reshape(p, p)
         rows = rformat.abbreviate_all(self.x_names, 11)
         cols = rformat.abbreviate_all(self.x_names, 6)
@@ -411,7 +456,8 @@ class GLMMResult:
                        f"{rformat.format_real([self.dispersion], digits)[0].strip()}")
         if len(self.x_names):
             out += ["", "Fixed effects:"]
-            est, se = self.beta, np.sqrt(np.diag(self.beta_cov))
+            est, cov = self._shown_beta()
+            se = np.sqrt(np.diag(cov))
             with np.errstate(invalid="ignore", divide="ignore"):
                 stat = est / se
             if gaussian:
@@ -420,6 +466,7 @@ class GLMMResult:
                 p = 2.0 * stats.norm.sf(np.abs(stat))
                 out += rformat.coefmat(self.x_names, est, se, stat, "z value", p, digits)
             out += self._fixef_correlation()
+        out += separation.summary_note(self.separation, self._infinite(), self.x_names)
         if not self.converged:
             out += ["", "WARNING: the fit did NOT converge; estimates are not reliable."]
         if self.messages:

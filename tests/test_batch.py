@@ -65,6 +65,16 @@ def test_by_column_equals_list(datasets, many):
     for key in datasets:
         np.testing.assert_allclose(by.results[key].fixef.values,
                                    many.results[key].fixef.values, atol=1e-10)
+    # concatenated frames keep their own row labels: duplicates, fitted by position
+    dup = pd.concat([df.assign(site=k) for k, df in datasets.items()])
+    assert not dup.index.is_unique
+    again = gj.fit_many(FORMULA, dup, by="site", progress=False)
+    for key in datasets:
+        np.testing.assert_allclose(again.results[key].fixef.values,
+                                   many.results[key].fixef.values, atol=1e-10)
+    text = repr(again)
+    assert text.startswith("<ManyResult") and f"{len(datasets)} datasets" in text
+    assert f"{len(datasets)} converged" in text and len(text) < 200
 
 
 def test_failing_dataset_is_reported_and_others_unchanged(datasets, many):
