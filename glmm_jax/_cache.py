@@ -24,6 +24,13 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     """Turn on JAX's persistent compilation cache (at ``path`` or the default).
 
     Returns the directory in use, or None when disabled by ``GLMM_JAX_CACHE=0``.
+    ``import glmm_jax`` calls it with the default (``$GLMM_JAX_CACHE_DIR``, else
+    ``~/.cache/glmm_jax/xla``).
+
+    >>> import glmm_jax as gj
+    >>> path = gj.enable_compilation_cache()  # the directory already in use
+    >>> path is None or path.name != ""
+    True
     """
     if path is None:
         if os.environ.get("GLMM_JAX_CACHE", "1").lower() in ("0", "false", "no", "off"):

@@ -48,7 +48,8 @@ class ManyResult:
     """Fits of one formula to many datasets.
 
     ``results[key]`` is the GLMMResult of dataset ``key`` (None where it failed, with the
-    reason in ``errors[key]``).
+    reason in ``errors[key]``); ``table`` (one row per dataset and coefficient),
+    ``summary`` (one row per dataset) and ``varcorr``: see :func:`fit_many`'s example.
     """
 
     formula: str
@@ -186,6 +187,16 @@ def fit_many(
       A :class:`ManyResult`. Each dataset's estimates equal those of a separate
       :func:`glmm_jax.fit`; failures are reported per dataset in ``errors`` and
       ``summary``, and one warning summarizes non-converged or singular fits.
+
+    >>> import glmm_jax as gj
+    >>> cbpp = gj.datasets.load("cbpp")
+    >>> mr = gj.fit_many("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...                  {"all": cbpp, "first 40": cbpp.iloc[:40]})
+    >>> mr
+    <ManyResult 'cbind(incidence, size - incidence) ~ period + (1 | herd)': 2 datasets, \
+2 converged, 0 not converged, 0 failed>
+    >>> round(mr.results["all"].loglik, 3)
+    -92.026
     """
     fam = get_family(family, link)
     if fam.name == "gaussian" and reml is not False:

@@ -303,7 +303,16 @@ def build_model(
     :func:`glmm_jax.fit`; ``engine`` forces "single", "multi" or "lmm"). A binomial
     model is checked for separation first (:func:`glmm_jax.detect_separation`):
     ``on_separation`` "error" raises :class:`SeparationError`, "warn" warns and the fit
-    reports the infinite estimates as +-Inf, "ignore" skips the check."""
+    reports the infinite estimates as +-Inf, "ignore" skips the check.
+
+    >>> import glmm_jax as gj
+    >>> m = gj.build_model("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...                    gj.datasets.load("cbpp"))
+    >>> m.theta_names
+    ['(Intercept)', 'period2', 'period3', 'period4', 'L_herd[(Intercept),(Intercept)]']
+    >>> m.separation.kind, round(m.fit().loglik, 3)
+    ('none', -92.026)
+    """
     fam = get_family(family, link)
     separation.check_policy(on_separation)
     spec = parse_formula(formula)

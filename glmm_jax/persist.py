@@ -92,7 +92,20 @@ def load(path, data: pd.DataFrame | None = None, weights=None, offset=None) -> G
     """The fit saved at ``path`` by :func:`save` (see its example). Its model is rebuilt
     from the saved model frame when first asked for; for a fit saved with
     ``data=False``, pass the fit's ``data`` (and ``weights=``/``offset=`` where they were
-    arrays rather than columns): it must give the saved fit's design."""
+    arrays rather than columns): it must give the saved fit's design.
+
+    >>> import os, tempfile
+    >>> import glmm_jax as gj
+    >>> cbpp = gj.datasets.load("cbpp")
+    >>> res = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp)
+    >>> path = os.path.join(tempfile.mkdtemp(), "cbpp.glmm")
+    >>> res.save(path, data=False)  # no rows in the file
+    >>> gj.load(path).frame is None
+    True
+    >>> back = gj.load(path, data=cbpp)  # the model rebuilt from the data
+    >>> bool((back.predict(cbpp) == res.predict(cbpp)).all())
+    True
+    """
     meta, arrays = _read(path)
     fam = get_family(meta["family"]["name"], meta["family"]["link"])
     values = {k: _unplain(k, meta[k]) for k in _JSON}

@@ -63,7 +63,21 @@ class Convergence:
 
 @dataclass(frozen=True)
 class GLMMResult:
-    """A fitted GLMM. Tables are returned as new pandas objects on every access."""
+    """A fitted GLMM. Tables are returned as new pandas objects on every access.
+
+    >>> import glmm_jax as gj
+    >>> res = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...              gj.datasets.load("cbpp"))
+    >>> res
+    <GLMMResult binomial(logit) 'cbind(incidence, size - incidence) ~ period + (1 | herd)': \
+logLik=-92.0263, converged>
+    >>> res.fixef.round(3).tolist(), round(float(res.varcorr["sd"][0]), 3)
+    ([-1.399, -0.992, -1.129, -1.58], 0.642)
+    >>> res.wald_table.columns.tolist(), res.df_model, res.converged, res.singular
+    (['estimate', 'se', 'z', 'p'], 5, True, False)
+    >>> res.fitted().round(3).head(2).tolist(), res.residuals("pearson").shape
+    ([0.308, 0.142], (56,))
+    """
 
     formula: str
     family: Family

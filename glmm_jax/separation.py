@@ -16,6 +16,15 @@ success and a failure (two constraints: ``x_i'd = 0``). Duplicate constraints ar
 (their count weights the objective, which leaves the linear program as it is), and on
 large data a subsample is tried first: a subsample that is not separated and whose X
 has full column rank proves the whole data are not separated.
+
+Most data are not separated, and that is proved without the linear program by Stiemke's
+theorem: there is no separating ``d`` exactly when some strictly positive weights
+``lambda_i`` have ``sum_i lambda_i s_i x_i = 0``. A few Newton steps on
+``sum_i c_i log(1 + exp(-s_i x_i'd))`` (finite exactly when there is no separation) give
+such weights, ``c_i / (1 + exp(s_i x_i'd))``, up to a small residual, which a
+least-squares correction removes; when the corrected weights are all positive (by a
+margin) the data are not separated, and only otherwise the linear program runs
+(:func:`_certified`).
 """
 
 from __future__ import annotations
@@ -197,7 +206,11 @@ def _direction(X: np.ndarray, scale: np.ndarray, succ: np.ndarray, fail: np.ndar
     while n > SCREEN_ROWS and 2 * size < n:
         idx = _sample(X, succ, fail, size)
         sub = X[idx] / scale
-        d = _solve(_constraints(sub, succ[idx], fail[idx]))
+        S = _constraints(sub, succ[idx], fail[idx])
+        if size == SAMPLE_ROWS and _certified(S) and \
+                np.linalg.matrix_rank(sub) == X.shape[1]:
+            return None  # (the subsample is not separated and has full rank)
+        d = _solve(S)
         if d is None and np.linalg.matrix_rank(sub) == X.shape[1]:
             return None  # a full-rank subsample without separation: none in the whole
         if d is not None:
@@ -206,7 +219,51 @@ def _direction(X: np.ndarray, scale: np.ndarray, succ: np.ndarray, fail: np.ndar
                 break  # the subsample's direction separates all rows: solve the whole
         size *= 8
     A, counts = _unique_rows(_constraints(X / scale, succ, fail))
-    return _solve(A, counts)
+    return None if _certified(A, counts) else _solve(A, counts)
+
+
+def _certified(S: np.ndarray, counts: np.ndarray | None = None, steps: int = 25) -> bool:
+    """Whether strictly positive weights ``lam`` with ``S'lam = 0`` are found (then no
+    ``d != 0`` has ``S d >= 0``: Stiemke's theorem): damped Newton on
+    ``f(d) = sum_i c_i softplus(-S_i d)``, whose gradient is ``-S'lam`` with
+    ``lam_i = c_i sigmoid(-S_i d)``, then ``lam`` corrected by least squares so that
+    ``S'lam = 0`` exactly; True when every corrected weight is positive by a margin.
+    False says nothing (the linear program decides)."""
+    c = np.ones(len(S)) if counts is None else counts
+    d = np.zeros(S.shape[1])
+
+    def value(d):
+        return float(c @ np.logaddexp(0.0, -(S @ d)))
+
+    f = value(d)
+    for _ in range(steps):
+        v = S @ d
+        sig = 0.5 * (1.0 + np.tanh(-0.5 * v))  # sigmoid(-v), stable
+        g = -(S.T @ (c * sig))
+        H = (S * (c * sig * (1.0 - sig))[:, None]).T @ S
+        try:
+            step = np.linalg.solve(H, -g)
+        except np.linalg.LinAlgError:
+            return False
+        t = 1.0
+        while t > 1e-4 and value(d + t * step) > f:
+            t *= 0.5
+        if t <= 1e-4:
+            break
+        d, f = d + t * step, value(d + t * step)
+        if np.max(np.abs(t * step)) < 1e-10 * (1.0 + np.max(np.abs(d))):
+            break
+    lam = c * 0.5 * (1.0 + np.tanh(0.5 * (S @ d) * -1.0))
+    M = (S * c[:, None]).T @ S
+    try:
+        a = np.linalg.solve(M, S.T @ lam)
+    except np.linalg.LinAlgError:
+        return False
+    corrected = lam - c * (S @ a)
+    positive = np.all(corrected > 1e-8 * c * max(1.0, float(np.max(lam / c))))
+    # S'corrected is 0 but for rounding, unless M is singular (then no certificate)
+    residual = np.max(np.abs(S.T @ corrected))
+    return bool(positive and residual <= 1e-9 * np.max(np.abs(S).T @ np.abs(corrected)))
 
 
 def _complete(S: np.ndarray) -> bool:

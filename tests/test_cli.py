@@ -34,6 +34,7 @@ def cbpp_fit():
     return gj.fit(CBPP, gj.datasets.load("cbpp"))
 
 
+@pytest.mark.slow
 def test_fit_save_predict_end_to_end(cbpp_csv, cbpp_fit, tmp_path):
     out = tmp_path / "fit.glmm"
     # (a CSV's period column is read as numbers, as R's read.csv does: --factor)
@@ -58,6 +59,7 @@ def test_fit_save_predict_end_to_end(cbpp_csv, cbpp_fit, tmp_path):
     np.testing.assert_allclose([float(x.split(",")[1]) for x in lines[1:]], want, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_exit_codes_by_subprocess(cbpp_csv, tmp_path):
     rc, stdout, stderr = run("fit", CBPP, str(tmp_path / "missing.csv"))
     assert rc == 2 and stderr.strip() == f"glmm-jax: error: {tmp_path / 'missing.csv'}: " \

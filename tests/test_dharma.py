@@ -183,6 +183,7 @@ def _p(fits, random_effects="new"):
                          ["p_value"] for s, f in enumerate(fits)])
 
 
+@pytest.mark.slow
 def test_rates_over_seeds(rate_fits):
     """Rejections at 5%. Null (48 datasets) bound <= 8: at a true rate of 5%,
     P(Bin(48, .05) >= 9) = 5.5e-4. Power (24 datasets) bound >= 16: for power >= 0.9,

@@ -119,6 +119,7 @@ def rate_fits():
     return fits[:K], fits[K:]
 
 
+@pytest.mark.slow
 def test_rejection_rates(rate_fits):
     """Bounds from binomial tails, so that a correct test fails this with probability
     below 1e-3: at a true rate of 5%, P(Binomial(48, 0.05) >= 9) = 5.5e-4; for power

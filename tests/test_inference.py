@@ -205,6 +205,7 @@ def test_bootstrap_statistic_and_errors(cbpp_fit, monkeypatch):
         gj.bootstrap(cbpp_fit, n=8)
 
 
+@pytest.mark.slow
 def test_bootstrap_coverage_small():
     """Percentile intervals cover the truth about 95% of the time (small version: 24
     simulated datasets; the benchmark-sized run is in benchmarks/bench_inference.py)."""

@@ -14,6 +14,8 @@ import pytest
 
 import glmm_jax as gj
 
+pytestmark = pytest.mark.slow
+
 WORKER = r"""
 import os, sys, json
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"

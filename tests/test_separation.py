@@ -299,3 +299,29 @@ def test_a_separated_subsample_of_unseparated_data_is_not_an_alarm(monkeypatch):
     df.loc[rare, "y"] = (np.arange(rare.sum()) % 100 != 0).astype(int)  # 3 failures
     sep = gj.detect_separation("y ~ age + sex + site", df)
     assert not sep.separated and len(calls) >= 2
+
+
+def test_verdicts_equal_an_independent_linear_program():
+    """Small random designs, about half of them separated: the verdict (found without
+    the linear program where Stiemke weights prove there is no separation) is that of
+    the primal LP solved here, max sum s_i x_i'd s.t. s_i x_i'd >= 0, |d| <= 1."""
+    from scipy.optimize import linprog
+
+    rng = np.random.default_rng(11)
+    verdicts = []
+    for _ in range(150):
+        n = int(rng.integers(8, 20))
+        df = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n)})
+        eta = rng.normal(scale=3.0) * df.x1 + rng.normal() * df.x2
+        df["y"] = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int)
+        if df.y.nunique() < 2:
+            continue
+        X = np.column_stack([np.ones(n), df.x1, df.x2])
+        S = X * np.where(df.y == 1, 1.0, -1.0)[:, None]
+        lp = linprog(-S.sum(axis=0), A_ub=-S, b_ub=np.zeros(n), bounds=[(-1, 1)] * 3,
+                     method="highs")
+        separated = -lp.fun > 1e-7
+        got = gj.detect_separation("y ~ x1 + x2", df)
+        verdicts.append(separated)
+        assert got.separated == separated
+    assert 0.2 < np.mean(verdicts) < 0.8  # both kinds were tried
