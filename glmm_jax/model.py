@@ -9,6 +9,8 @@ from functools import partial
 import jax
 import numpy as np
 import pandas as pd
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from . import separation, xla
 from .crossed import MultiStructure
@@ -169,7 +171,8 @@ class Model:
         """Fit the model to each row of ``Y`` ([K, n]: K responses for the rows of the
         fit; ``trials`` [K, n] or [n] for binomial models) in one vmapped, compiled
         program per batch of ``batch_size`` (the last batch padded, so one program
-        serves all), from ``start`` (default: :meth:`start` of the model's own data).
+        serves all; on several devices the responses' arrays are sharded as the model's),
+        from ``start`` (default: :meth:`start` of the model's own data).
         A response whose Newton run stops early continues with L-BFGS, as in
         :meth:`fit`; warnings are not issued (see each result's ``convergence``)."""
         s = self.structure
@@ -206,28 +209,22 @@ class Model:
             self._checked_response(Y[k], T[k], f"fit_responses: response {k}")
         W = None if weights is None else self._checked_weights(weights, Y.shape)
         theta0 = self.start() if start is None else self._theta(start)
-        devices = _devices(self.data)
         u0 = zero_modes(s, self.data, np)
-        batch_size = 1 if len(devices) > 1 else batch_size  # sharded: one at a time
         for b0 in range(0, len(Y), batch_size):
             idx = list(range(b0, min(b0 + batch_size, len(Y))))
             parts = {i: self.respond(Y[i], T[i], None if W is None else W[i]) for i in idx}
             w_of = (lambda i: None) if W is None else (lambda i: np.array(W[i]))
-            if len(devices) > 1:
-                model = self._with_fields(Y[idx[0]], T[idx[0]], parts[idx[0]], w_of(idx[0]))
-                res = newton_fit(theta0, u0, model.data, s, max_iter=max_iter)
-                batch = [jax.tree.map(np.asarray, res)]
-            else:
-                pad = [parts[i] for i in idx] + [parts[idx[0]]] * (batch_size - len(idx))
-                fields = tuple(parts[idx[0]])
-                data = self.data._replace(**{
-                    k: jax.device_put(np.stack([p[k] for p in pad]), devices[0])
-                    for k in fields})
-                stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
-                res = jax.tree.map(np.asarray, newton_fit_many(
-                    np.tile(theta0, (batch_size, 1)), stack, data, s,
-                    max_iter=min(max_iter, batch_iter or max_iter), fields=fields))
-                batch = [jax.tree.map(lambda a, j=j: a[j], res) for j in range(len(idx))]
+            pad = [parts[i] for i in idx] + [parts[idx[0]]] * (batch_size - len(idx))
+            fields = tuple(parts[idx[0]])
+            data = self.data._replace(**{  # a batch axis in front, sharded as the field
+                k: jax.device_put(np.stack([p[k] for p in pad]),
+                                  _batched(getattr(self.data, k).sharding))
+                for k in fields})
+            stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
+            res = jax.tree.map(np.asarray, newton_fit_many(
+                np.tile(theta0, (batch_size, 1)), stack, data, s,
+                max_iter=min(max_iter, batch_iter or max_iter), fields=fields))
+            batch = [jax.tree.map(lambda a, j=j: a[j], res) for j in range(len(idx))]
             for i, one in zip(idx, batch, strict=False):
                 model = partial(self._with_fields, Y[i], T[i], parts[i], w_of(i))
                 run = Run(theta0, max_iter)
@@ -261,10 +258,12 @@ def _finite(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def _devices(data) -> list:
-    """The devices the model's arrays live on."""
-    leaf = jax.tree.leaves(data)[0]
-    return sorted(leaf.sharding.device_set, key=lambda d: d.id)
+def _batched(sharding):
+    """The sharding of an array with a batch axis put in front of one laid out by
+    ``sharding``: the batch axis whole on every device, the others as before."""
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, P(None, *sharding.spec))
+    return sharding  # one device
 
 
 @partial(xla.jit, static_argnames="s")

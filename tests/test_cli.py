@@ -135,3 +135,15 @@ def test_bad_choice_is_refused_by_argparse(capsys):
         cli.main(["fit", CBPP, "cbpp", "--family", "tweedie"])
     assert exc.value.code == 2
     assert "invalid choice: 'tweedie'" in capsys.readouterr().err
+
+
+def test_progress_line_on_stderr_for_long_jobs(capsys):
+    import time
+
+    with cli.Progress("fitting 5 rows", delay=0.05):
+        time.sleep(0.3)
+    err = capsys.readouterr().err
+    assert err.startswith("glmm-jax: fitting 5 rows ... ") and err.endswith(" s\n")
+    with cli.Progress("quick", delay=5.0):
+        pass
+    assert capsys.readouterr().err == ""  # nothing for a job shorter than the delay

@@ -39,6 +39,20 @@ for name, args in {
     out[name] = {"shards": shards, "converged": bool(four.converged),
                  "dtheta": float(np.max(np.abs(one.theta - four.theta))),
                  "dloglik": abs(one.loglik - four.loglik)}
+for name in ("cbpp", "nested"):  # a batch of responses in one vmapped, sharded program
+    args = {"cbpp": ("cbind(incidence, size - incidence) ~ period + (1 | herd)", cb,
+                     "binomial"),
+            "nested": ("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+                       gt, "poisson")}[name]
+    sharded = gj.build_model(*args)
+    Y = gj.fit(*args).simulate(3, seed=1).T
+    four = sharded.fit_responses(Y, batch_size=3)
+    one = gj.build_model(*args, devices=jax.devices()[:1]).fit_responses(Y, batch_size=3)
+    out[name + "_responses"] = {
+        "shards": len(sharded.data.X.sharding.device_set),
+        "converged": all(r.converged for r in four),
+        "dtheta": max(float(np.max(np.abs(a.theta - b.theta))) for a, b in zip(four, one)),
+        "dloglik": max(abs(a.loglik - b.loglik) for a, b in zip(four, one))}
 gj.laplace.BLOCK_ROWS = 128  # several blocks, each sharded over the four devices
 blocks = gj.fit("y ~ x + (1 + x | g)", df, family="poisson")
 one = gj.fit("y ~ x + (1 + x | g)", df, family="poisson", devices=jax.devices()[:1])
