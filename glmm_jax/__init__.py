@@ -11,7 +11,8 @@ The public API:
   bootstrap), ``odds_ratios``, ``rate_ratios`` and ``simulate``.
 - :func:`bootstrap` — parametric bootstrap, refits vmapped.
 - :func:`check_convergence` — refits from dispersed starts (lme4's allFit question:
-  the same optimum?), vmapped.
+  the same optimum?), vmapped on accelerators.
+- :func:`load` — a fit saved by ``GLMMResult.save`` (JSON + npz, no pickle).
 - :func:`anova` — likelihood-ratio tests of nested fits (lme4's table, chi-bar-square
   at a variance's boundary); :func:`satterthwaite` — lmerTest's df for Gaussian fits.
 - :func:`marginal_coefficients`, :func:`marginal_means`, :func:`marginal_covariance`,

@@ -147,3 +147,13 @@ def test_progress_line_on_stderr_for_long_jobs(capsys):
     with cli.Progress("quick", delay=5.0):
         pass
     assert capsys.readouterr().err == ""  # nothing for a job shorter than the delay
+
+
+def test_weights_column_gives_the_cbind_fit(cbpp_fit, capsys):
+    # binomial proportions with the trials as prior weights (lme4's weights = size)
+    assert cli.main(["fit", "incidence/size ~ period + (1 | herd)", "cbpp", "--weights",
+                     "size", "--format", "json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["loglik"] == pytest.approx(cbpp_fit.loglik, abs=1e-9)
+    assert cli.main(["fit", CBPP, "cbpp", "--weights", "nosuch"]) == 2
+    assert "nosuch" in capsys.readouterr().err
