@@ -10,9 +10,9 @@ import textwrap
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import rformat
+from .dist import chi2_sf
 from .errors import GLMMInputError, GLMMWarning, warn
 from .model import ml_fit
 from .results import GLMMResult
@@ -80,7 +80,7 @@ def anova(*results, names=None) -> pd.DataFrame:
     chisq = np.concatenate([[np.nan], 2.0 * np.maximum(0.0, np.diff(llk))])
     df = np.concatenate([[np.nan], np.diff(npar).astype(float)])
     with np.errstate(invalid="ignore"):
-        p = np.where(df == 0, np.nan, stats.chi2.sf(chisq, np.where(df > 0, df, 1.0)))
+        p = np.where(df == 0, np.nan, chi2_sf(chisq, np.where(df > 0, df, 1.0)))
     table = pd.DataFrame({
         "npar": npar, "AIC": [r.aic for r in models], "BIC": [r.bic for r in models],
         "logLik": llk, "deviance": -2.0 * llk, "Chisq": chisq, "Df": df, "Pr(>Chisq)": p,
@@ -91,7 +91,7 @@ def anova(*results, names=None) -> pd.DataFrame:
     if boundary:
         chibar = np.full(len(models), np.nan)
         for k in boundary:
-            chibar[k] = 0.5 * stats.chi2.sf(chisq[k], 1) if chisq[k] > 0 else 1.0
+            chibar[k] = 0.5 * chi2_sf(chisq[k], 1) if chisq[k] > 0 else 1.0
         table[CHIBAR] = chibar
         pairs = ", ".join(f"{names[k]} vs {names[k - 1]}" for k in boundary)
         note = (f"{pairs}: one more variance, 0 under the smaller model (the boundary of "

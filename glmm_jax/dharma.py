@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import rows
 from .errors import GLMMInputError
@@ -168,6 +167,8 @@ def ks_uniform(u) -> tuple[float, float]:
     """Two-sided one-sample KS test of ``u`` against U(0, 1) as R's ``ks.test``: the
     exact distribution for n < 100 without ties, the asymptotic one otherwise."""
     u = np.asarray(u, dtype=float)
+    from scipy import stats  # (imported when needed: scipy.stats is slow to import)
+
     r = stats.kstest(u, "uniform", method="exact" if _exact_ks(u) else "asymp")
     return float(r.statistic), float(r.pvalue)
 
@@ -204,4 +205,6 @@ def outliers(u, nsim: int) -> tuple[float, float]:
     u = np.asarray(u, dtype=float)
     edge = 1.0 / (nsim + 1)
     k = int(np.sum(u < edge) + np.sum(u > 1.0 - edge))
+    from scipy import stats
+
     return float(k), float(stats.binomtest(k, len(u), 2.0 * edge).pvalue)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
+from .dist import chi2_sf
 from .errors import GLMMInputError
 
 COUNT_FAMILIES = ("poisson", "negative_binomial")
@@ -96,7 +96,7 @@ def overdispersion_test(res) -> OverdispersionTest:
                              f"{res.df_model} parameters leave no residual df")
     r = np.asarray(res.pearson_residuals(), dtype=float)
     chisq = float(np.sum(r * r))
-    p = float(stats.chi2.sf(chisq, rdf))
+    p = float(chi2_sf(chisq, rdf))
     out = OverdispersionTest(chisq, chisq / rdf, rdf, p, fam.name, "")
     if out.detected:
         object.__setattr__(out, "suggestion", _suggestion(fam.name))

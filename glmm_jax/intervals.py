@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import varpar
+from .dist import z_quantile
 from .errors import GLMMInputError
 from .profile import profile
 
@@ -60,7 +60,7 @@ def wald(res, level: float = 0.95) -> pd.DataFrame:
     >>> wald(res).loc["period2"].round(3).tolist()
     [-0.992, -1.593, -0.391]
     """
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = z_quantile(level)
     n_vc = len(varpar.names(res)) - len(res.x_names)
     se = np.sqrt(np.diag(res.beta_cov))
     nan = np.full(n_vc, np.nan)

@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import laplace, rows, xla
+from .dist import z_quantile
 from .errors import ConvergenceWarning, GLMMInputError, warn
 
 GH_NODES = rows.GH_NODES
@@ -343,4 +343,4 @@ def _null_intercept(res) -> float:
 def _z_quantile(level) -> float:
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise GLMMInputError(f"level must be a number between 0 and 1, not {level!r}")
-    return float(stats.norm.ppf(0.5 + level / 2.0))
+    return z_quantile(level)

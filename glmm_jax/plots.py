@@ -25,6 +25,7 @@ from scipy import stats
 
 from . import posterior
 from . import profile as _profile
+from .dist import z_quantile
 from .errors import GLMMInputError
 from .formula import parse_formula
 from .predict import predict
@@ -86,7 +87,7 @@ def caterpillar(res, term: str | None = None, kind: str = "mode", level: float =
     order = np.argsort(tab[names[0]].to_numpy(), kind="stable")
     tab = tab.iloc[order]
     fig, axes = _figure(1, len(names), ax, size=(3.5, max(3.0, 0.18 * len(tab) + 1.0)))
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = z_quantile(level)
     pos = np.arange(len(tab))
     for a, name in zip(axes, names, strict=True):
         est = tab[name].to_numpy()
@@ -287,7 +288,7 @@ def profile(res, parameters=None, level: float = 0.95):
     names = list(dict.fromkeys(pts["parameter"]))
     if not names:
         raise GLMMInputError("parameters: no parameter to profile")
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = z_quantile(level)
     fig, axes = _figure(*_grid(len(names)), size=(3.5, 3.0))
     for a, name in zip(axes, names, strict=False):
         p = pts[pts["parameter"] == name]

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import laplace, rows, smallmat
+from .dist import z_quantile
 from .errors import GLMMInputError
 from .layout import MAX_QUADRATURE_NODES
 from .modes import TOL_INNER, damped_newton
@@ -290,7 +290,7 @@ def _normal_table(t, b, cov, kind: str, level: float) -> pd.DataFrame:
     sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
     cols = {n: b[:, k] for k, n in enumerate(t.z_names)}
     if kind == "median":
-        z = stats.norm.ppf(0.5 + 0.5 * level)
+        z = z_quantile(level)
         cols.update({f"lower {n}": b[:, k] - z * sd[:, k] for k, n in enumerate(t.z_names)})
         cols.update({f"upper {n}": b[:, k] + z * sd[:, k] for k, n in enumerate(t.z_names)})
     else:

@@ -21,11 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import linalg, special, stats
+from scipy import linalg, special
 from scipy.sparse import linalg as splinalg
 
 from . import rows, xla
 from .design import group_columns, interaction
+from .dist import z_quantile
 from .errors import GLMMInputError
 from .formula import parse_formula
 from .laplace import row_derivs
@@ -110,7 +111,7 @@ def predict(res, newdata: pd.DataFrame | None = None, type: str = "link",
     out = {"fit": fit, "se": se * np.abs(np.asarray(fam.mu_eta(eta))) if type == "response"
            else se}
     if level is not None:
-        z = stats.norm.ppf(0.5 + level / 2.0)
+        z = z_quantile(level)
         ends = [eta - z * se, eta + z * se]
         if type == "response":
             ends = [np.asarray(fam.linkinv(e)) for e in ends]

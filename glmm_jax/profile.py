@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import sdcor, varpar
+from .dist import z_quantile
 from .errors import ConvergenceWarning, GLMMInputError, warn
 from .model import ml_fit
 from .objective import zero_modes
@@ -78,7 +78,7 @@ def _profile(res, level: float, wanted: set | None = None):
         raise GLMMInputError("profile intervals need a converged fit "
                              f"({res.convergence.message})")
     t0 = time.perf_counter()
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = z_quantile(level)
     names = varpar.names(res)
     est = varpar.values(res.theta, res, beta=res.beta)
     notes: list[str] = []

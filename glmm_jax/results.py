@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import rformat, rows, separation
 from .design import ModelFrame
+from .dist import norm_sf
 from .families import Family
 from .rsyntax import deparse_lines, fill, parse
 
@@ -197,7 +197,7 @@ logLik=-92.0263, converged>
         est, se = self.fixef, self.se
         z = est / se
         table = pd.DataFrame({"estimate": est, "se": se, "z": z,
-                              "p": 2.0 * stats.norm.sf(np.abs(z))})
+                              "p": 2.0 * norm_sf(np.abs(z))})
         if np.any(self._infinite() != 0):
             table.attrs["note"] = "infinite estimates (separation): see result.separation"
         return table
@@ -477,7 +477,7 @@ logLik=-92.0263, converged>
             if gaussian:
                 out += rformat.coefmat(self.x_names, est, se, stat, "t value", digits=digits)
             else:
-                p = 2.0 * stats.norm.sf(np.abs(stat))
+                p = 2.0 * norm_sf(np.abs(stat))
                 out += rformat.coefmat(self.x_names, est, se, stat, "z value", p, digits)
             out += self._fixef_correlation()
         out += separation.summary_note(self.separation, self._infinite(), self.x_names)

@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import lmm, xla
+from .dist import t_sf
 from .errors import ConvergenceWarning, GLMMInputError, warn
 from .lmm import LmmStructure
 from .objective import unpack
@@ -74,7 +74,7 @@ def satterthwaite(res) -> pd.DataFrame:
         se = np.sqrt(var)
         t = res.beta / se
     return pd.DataFrame({"estimate": res.beta, "se": se, "df": df, "t": t,
-                         "p": 2.0 * stats.t.sf(np.abs(t), df)}, index=list(res.x_names))
+                         "p": 2.0 * t_sf(np.abs(t), df)}, index=list(res.x_names))
 
 
 def _psi(res) -> np.ndarray:

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linprog
 
 from .design import ModelFrame, build_frame
 from .errors import GLMMInputError, SeparationError, SeparationWarning, warn
@@ -269,6 +268,8 @@ def _certified(S: np.ndarray, counts: np.ndarray | None = None, steps: int = 25)
 def _complete(S: np.ndarray) -> bool:
     """Whether some direction has ``S d >= t > 0`` on every row (complete separation):
     maximize t subject to S d >= t, |d| <= 1, t <= 1."""
+    from scipy.optimize import linprog  # (imported when needed: slow to import)
+
     S, _ = _unique_rows(S)
     p = S.shape[1]
     c = np.zeros(p + 1)
@@ -303,6 +304,8 @@ def _unique_rows(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _solve(S: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray | None:
     """maximize sum_i c_i S_i d subject to S d >= 0, |d| <= 1 (HiGHS); d, or None when
     the optimum is d = 0 (no separation)."""
+    from scipy.optimize import linprog  # (imported when needed: slow to import)
+
     c = S.sum(axis=0) if counts is None else counts @ S
     p = S.shape[1]
     res = linprog(-c, A_ub=-S, b_ub=np.zeros(len(S)), bounds=[(-1.0, 1.0)] * p,

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import rows
+from .dist import norm_sf, t_quantile, z_quantile
 from .errors import GLMMInputError
 
 EFFECTS = ("fixed", "ran_pars", "ran_vals", "ran_coefs")
@@ -200,13 +200,13 @@ def _fixed(res, conf_int, level, prof, exponentiate, ddf_method) -> pd.DataFrame
         se, df = sat["se"].to_numpy(), sat["df"].to_numpy()
         out["std_error"], out["statistic"] = se, est / se
         out["df"], out["p_value"] = df, sat["p"].to_numpy()
-        q = stats.t.ppf(0.5 + level / 2.0, df)
+        q = t_quantile(level, df)
     else:
         se = np.sqrt(np.diag(res.beta_cov))
         out["std_error"], out["statistic"] = se, est / se
         if res.family.name != "gaussian":
-            out["p_value"] = 2.0 * stats.norm.sf(np.abs(est / se))
-        q = stats.norm.ppf(0.5 + level / 2.0)
+            out["p_value"] = 2.0 * norm_sf(np.abs(est / se))
+        q = z_quantile(level)
     if conf_int:
         if prof is not None:
             out["conf_low"] = prof.loc[names, "lower"].to_numpy()
@@ -276,7 +276,7 @@ def _ran_vals(res, conf_int: bool, level: float) -> pd.DataFrame:
                     "term": z, "estimate": t.b[:, k], "std_error": csd[:, k]}))
     out = _concat(parts, ["effect", "group", "level", "term", "estimate", "std_error"])
     if conf_int:
-        q = stats.norm.ppf(0.5 + level / 2.0)
+        q = z_quantile(level)
         out["conf_low"] = out["estimate"] - q * out["std_error"]
         out["conf_high"] = out["estimate"] + q * out["std_error"]
     return out
