@@ -66,7 +66,16 @@ def read_data(source: str, factors=()) -> pd.DataFrame:
     if missing:
         raise InputError(f"--factor {missing[0]!r}: no such column in {source} (columns: "
                          f"{', '.join(map(str, df.columns[:20]))})")
-    return df.assign(**{c: df[c].astype(str).astype("category") for c in factors})
+    return df.assign(**{c: _factor(df[c]) for c in factors})
+
+
+def _factor(col: pd.Series) -> pd.Categorical:
+    """A column as R's factor(): levels sorted by value (numbers as numbers), named as
+    text (8 and 10 give levels "8", "10", in that order)."""
+    cat = pd.Categorical(col)
+    labels = [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+              for v in cat.categories]
+    return cat.rename_categories(labels)
 
 
 class Progress:
@@ -118,6 +127,17 @@ def _json(res) -> dict:
             "messages": list(res.messages)}
 
 
+def _finite_or_null(v):
+    """JSON has no NaN or Infinity: they become null."""
+    if isinstance(v, dict):
+        return {k: _finite_or_null(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite_or_null(x) for x in v]
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
 def _fit(args) -> int:
     from .api import fit
 
@@ -126,7 +146,7 @@ def _fit(args) -> int:
         res = fit(args.formula, df, family=args.family, link=args.link, nagq=args.nagq,
                   reml=args.reml, weights=args.weights, max_iter=args.max_iter)
     if args.format == "json":
-        print(json.dumps(_json(res), indent=1, allow_nan=True))
+        print(json.dumps(_finite_or_null(_json(res)), indent=1, allow_nan=False))
     elif args.format == "csv":
         print(_table(res).to_csv(index=False), end="")
     else:

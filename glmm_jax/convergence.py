@@ -1,5 +1,6 @@
 """Does a fit sit at the optimum? Refits from dispersed starting values (the question lme4
-users ask with ``allFit``), all in one vmapped, compiled Newton program.
+users ask with ``allFit``): in one vmapped, compiled Newton program on an accelerator, one
+by one with the fit's own compiled program on a CPU (see :func:`check_convergence`).
 
 The starts are the model's default start and ``n_starts`` points drawn around the
 estimate in theta's coordinates: each fixed effect moved by 2 standard errors times a

@@ -168,16 +168,18 @@ def _refit_batched(model, res, codes, K, max_iter, batch_size):
     """Each refit as (GLMMResult, theta in the fit's order), from one vmapped program per
     batch: the rows of the level left out get prior weight 0."""
     f, s = model.frame, model.structure
-    W = f.weights[None, :] * (codes[None, :] != np.arange(K)[:, None])
-    Y = np.broadcast_to(f.y, W.shape)
     order = _order(res.model.theta_names, model.theta_names)
+    size = min(batch_size, K)
     out = []
-    for _, one, fitted, run, notes in model.fit_batches(
-            Y, start=np.asarray(res.theta)[order], max_iter=max_iter,
-            batch_size=min(batch_size, K), weights=W):
-        r = make_result(model.formula, f, s.family, s, one, run, notes, model.clusters,
-                        builder=fitted)
-        out.append((r, _back(r.theta, order)))
+    for k0 in range(0, K, size):  # the weights of one batch at a time ([size, n])
+        levels = np.arange(k0, min(k0 + size, K))
+        W = f.weights[None, :] * (codes[None, :] != levels[:, None])
+        for _, one, fitted, run, notes in model.fit_batches(
+                np.broadcast_to(f.y, W.shape), start=np.asarray(res.theta)[order],
+                max_iter=max_iter, batch_size=size, weights=W):
+            r = make_result(model.formula, f, s.family, s, one, run, notes,
+                            model.clusters, builder=fitted)
+            out.append((r, _back(r.theta, order)))
     return out
 
 

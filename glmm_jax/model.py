@@ -359,6 +359,9 @@ def ml_fit(res) -> GLMMResult:
 def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None = None
               ) -> GLMMResult:
     """Fit a model (what :meth:`Model.fit` does, without issuing its warnings)."""
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or \
+            max_iter < 1:
+        raise GLMMInputError(f"max_iter must be a positive integer, not {max_iter!r}")
     t0 = time.perf_counter()
     s = model.structure
     names = model.theta_names

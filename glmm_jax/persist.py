@@ -12,6 +12,7 @@ the fit's design).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -148,7 +149,9 @@ def _index(ix: pd.Index) -> dict:
     """An Index as JSON: its values, dtype and name (strings, numbers and booleans)."""
     values = ix.tolist()
     if not all(isinstance(x, (str, int, float, bool)) for x in values):
-        raise NotImplementedError(f"save: levels of type {ix.dtype} cannot be saved")
+        raise GLMMInputError(f"save: labels of type {ix.dtype} ({ix.name or 'the rows'}) "
+                             "cannot be saved: use text or numbers (e.g. "
+                             "data.reset_index() before fitting)")
     return {"values": values, "dtype": str(ix.dtype), "name": ix.name}
 
 
@@ -239,6 +242,16 @@ def _unstate(items: list) -> dict:
 _FRAME_ARRAYS = ("X", "y", "trials", "offset", "weights")
 
 
+def _fingerprint(f: ModelFrame) -> dict:
+    """SHA-256 digests of the frame's arrays (kept also without the rows), so that data
+    given to :func:`load` are checked to give exactly the fit's X, y, ... and Z."""
+    parts = {k: getattr(f, k) for k in _FRAME_ARRAYS}
+    for i, g in enumerate(f.groups):
+        parts[f"group{i}.codes"], parts[f"group{i}.Z"] = g.codes, g.Z
+    return {k: hashlib.sha256(np.ascontiguousarray(v, dtype=np.float64).tobytes()).hexdigest()
+            for k, v in parts.items()}
+
+
 def _frame(f: ModelFrame, arrays: dict, data: bool) -> dict:
     if data:
         arrays.update({f"frame.{k}": getattr(f, k) for k in _FRAME_ARRAYS})
@@ -249,6 +262,7 @@ def _frame(f: ModelFrame, arrays: dict, data: bool) -> dict:
             "aliased": list(f.aliased), "weights_label": f.weights_label,
             "offset_label": f.offset_label, "response_note": f.response_note,
             "state": _state(f.encoding.state), "encoding": _encoding(f.encoding),
+            "fingerprint": _fingerprint(f),
             "groups": [{"name": g.name, "term": str(g.term), "levels": _index(g.levels),
                         "z_names": list(g.z_names), "encoding": _encoding(g.encoding)}
                        for g in f.groups]}
@@ -280,8 +294,12 @@ def _rebuilt(d: dict, spec, fam, data, weights, offset, enc: Encoding) -> ModelF
     """The model frame of ``data``, checked against the saved fit's."""
     from .design import build_frame
 
-    contrasts = {c.label: c.contrast for c in enc.codings
-                 if c.kind == "fac" and c.contrast not in ("treatment", "poly")}
+    contrasts = {c.label: c.contrast for c in enc.codings if c.kind == "fac"}
+    for what, label, given in (("weights", d["weights_label"], weights),
+                               ("offset", d["offset_label"], offset)):
+        if given is None and label is not None and label.endswith("(an array)"):
+            raise GLMMInputError(f"load: this fit's {what} were an array, not a column: "
+                                 f"pass {what}= with the same values")
     frame = build_frame(spec, data, fam, weights=d["weights_label"] if weights is None
                         else weights, offset=d["offset_label"] if offset is None else offset,
                         contrasts=contrasts)
@@ -294,6 +312,12 @@ def _rebuilt(d: dict, spec, fam, data, weights, offset, enc: Encoding) -> ModelF
         if json.dumps(a) != json.dumps(_plain(b) if what != "grouping levels" else b):
             raise GLMMInputError(f"load: the data do not give the saved fit's {what}: "
                                  "pass the data the model was fitted to")
+    got = _fingerprint(frame)
+    differ = [k for k, v in d.get("fingerprint", {}).items() if got.get(k) != v]
+    if differ:
+        raise GLMMInputError(f"load: the data do not give the saved fit's arrays "
+                             f"({', '.join(differ)} differ): pass the data (and weights=, "
+                             "offset=) the model was fitted to")
     return frame
 
 

@@ -191,7 +191,7 @@ def augment(res, data: pd.DataFrame | None = None, na_action: str = "omit") -> p
 # ---- tidy's blocks -----------------------------------------------------------------------
 def _fixed(res, conf_int, level, prof, exponentiate, ddf_method) -> pd.DataFrame:
     names = list(res.x_names)
-    est = np.asarray(res.beta, dtype=float)
+    est = res.fixef.to_numpy()  # (+-Inf where separated, as every table)
     out = pd.DataFrame({"effect": "fixed", "term": names, "estimate": est})
     if ddf_method is not None:
         from .satterthwaite import satterthwaite
@@ -202,7 +202,7 @@ def _fixed(res, conf_int, level, prof, exponentiate, ddf_method) -> pd.DataFrame
         out["df"], out["p_value"] = df, sat["p"].to_numpy()
         q = t_quantile(level, df)
     else:
-        se = np.sqrt(np.diag(res.beta_cov))
+        se = res.se.to_numpy()  # (NaN where the estimate is infinite)
         out["std_error"], out["statistic"] = se, est / se
         if res.family.name != "gaussian":
             out["p_value"] = 2.0 * norm_sf(np.abs(est / se))
@@ -213,6 +213,9 @@ def _fixed(res, conf_int, level, prof, exponentiate, ddf_method) -> pd.DataFrame
             out["conf_high"] = prof.loc[names, "upper"].to_numpy()
         else:
             out["conf_low"], out["conf_high"] = est - q * se, est + q * se
+        # an infinite estimate: its own side's bound infinite, the other unknown
+        out.loc[est == np.inf, "conf_high"] = np.inf
+        out.loc[est == -np.inf, "conf_low"] = -np.inf
     if exponentiate:
         for c in ("estimate", "conf_low", "conf_high"):
             if c in out:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import glmm_jax as gj
@@ -157,3 +158,18 @@ def test_weights_column_gives_the_cbind_fit(cbpp_fit, capsys):
     assert got["loglik"] == pytest.approx(cbpp_fit.loglik, abs=1e-9)
     assert cli.main(["fit", CBPP, "cbpp", "--weights", "nosuch"]) == 2
     assert "nosuch" in capsys.readouterr().err
+
+
+def test_factor_levels_sorted_as_r_sorts_them(tmp_path):
+    path = tmp_path / "n.csv"
+    pd.DataFrame({"x": [8, 9, 10, 11, 12, 10]}).to_csv(path, index=False)
+    df = cli.read_data(str(path), ["x"])
+    assert list(df["x"].cat.categories) == ["8", "9", "10", "11", "12"]  # not "10" first
+
+
+def test_json_has_no_nan_tokens(capsys):
+    assert cli.main(["fit", "Reaction ~ Days + (1 | Subject)", "sleepstudy", "--family",
+                     "gaussian", "--format", "json"]) == 0
+    text = capsys.readouterr().out
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["variance_components"][0]["corr"] is None

@@ -361,3 +361,10 @@ def test_max_iter_one_does_not_converge():
     assert res.n_iter <= 2  # max_iter for each of the two Newton runs (before/after L-BFGS)
     assert any("converge" in m for m in res.messages)
     assert "NOT converge" in res.summary()
+
+
+@pytest.mark.parametrize("max_iter", [0, -1, 2.5, True])
+def test_max_iter_must_be_a_positive_integer(max_iter):
+    with pytest.raises(gj.GLMMInputError, match="max_iter must be a positive integer"):
+        gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+               gj.datasets.load("cbpp"), max_iter=max_iter)

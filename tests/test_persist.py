@@ -164,3 +164,44 @@ def test_bad_files(fits, tmp_path):
         gj.load(tmp_path / "future.glmm")
     with pytest.raises(gj.GLMMInputError, match="cannot write"):
         res.save(tmp_path / "no" / "such" / "dir.glmm")
+
+
+def test_rebuilding_from_data_checks_every_array(fits, tmp_path):
+    res = _fit(fits, "gaussian")
+    res.save(tmp_path / "fit.glmm", data=False)
+    sleep = gj.datasets.load("sleepstudy")
+    assert gj.load(tmp_path / "fit.glmm", data=sleep).loglik == res.loglik
+    with pytest.raises(gj.GLMMInputError, match="arrays .y differ"):
+        gj.load(tmp_path / "fit.glmm", data=sleep.assign(Reaction=sleep.Reaction + 100.0))
+    with pytest.raises(gj.GLMMInputError, match="do not give the saved fit"):  # poly()
+        gj.load(tmp_path / "fit.glmm", data=sleep.assign(Days=sleep.Days * 2.0))
+    res = _fit(fits, "binomial")
+    res.save(tmp_path / "cbpp.glmm", data=False)
+    cbpp = gj.datasets.load("cbpp")
+    with pytest.raises(gj.GLMMInputError, match="arrays .trials differ"):
+        gj.load(tmp_path / "cbpp.glmm", data=cbpp.assign(size=cbpp["size"] + 1))
+
+
+def test_contrasts_and_array_weights_survive_a_rebuild(tmp_path):
+    cbpp = gj.datasets.load("cbpp")
+    poly = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp,
+                  contrasts={"period": "poly"})
+    poly.save(tmp_path / "poly.glmm", data=False)
+    back = gj.load(tmp_path / "poly.glmm", data=cbpp)
+    assert back.frame.x_names == poly.frame.x_names
+    w = np.linspace(0.5, 1.5, len(cbpp))
+    wfit = gj.fit("incidence ~ period + (1 | herd)", cbpp, family="poisson", weights=w)
+    wfit.save(tmp_path / "w.glmm", data=False)
+    with pytest.raises(gj.GLMMInputError, match="weights were an array"):
+        gj.load(tmp_path / "w.glmm", data=cbpp)
+    with pytest.raises(gj.GLMMInputError, match="weights differ"):
+        gj.load(tmp_path / "w.glmm", data=cbpp, weights=w[::-1])
+    assert gj.load(tmp_path / "w.glmm", data=cbpp, weights=w).loglik == wfit.loglik
+
+
+def test_unsavable_row_labels_are_an_input_error(tmp_path):
+    cbpp = gj.datasets.load("cbpp")
+    cbpp.index = pd.date_range("2020-01-01", periods=len(cbpp))
+    res = gj.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp)
+    with pytest.raises(gj.GLMMInputError, match="reset_index"):
+        res.save(tmp_path / "fit.glmm")

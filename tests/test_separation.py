@@ -325,3 +325,18 @@ def test_verdicts_equal_an_independent_linear_program():
         verdicts.append(separated)
         assert got.separated == separated
     assert 0.2 < np.mean(verdicts) < 0.8  # both kinds were tried
+
+
+def test_tidy_shows_infinite_estimates_too():
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(30), 10)
+    x = rng.normal(size=g.size)
+    y = rng.binomial(1, 1 / (1 + np.exp(-(0.3 * x + rng.normal(size=30)[g]))))
+    treated = ((y == 0) & (rng.random(g.size) < 0.3)).astype(int)
+    df = pd.DataFrame({"y": y, "x": x, "treated": treated, "g": g})
+    with pytest.warns(gj.SeparationWarning):
+        res = gj.fit("y ~ x + treated + (1 | g)", df, on_separation="warn")
+    t = gj.tidy(res, effects=("fixed",), conf_int=True).set_index("term")
+    assert t.loc["treated", "estimate"] == -np.inf and np.isnan(t.loc["treated", "std_error"])
+    assert t.loc["treated", "conf_low"] == -np.inf and np.isnan(t.loc["treated", "conf_high"])
+    assert np.isfinite(t.loc["x", "estimate"]) and np.isfinite(t.loc["x", "std_error"])
