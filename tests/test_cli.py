@@ -173,3 +173,10 @@ def test_json_has_no_nan_tokens(capsys):
     text = capsys.readouterr().out
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["variance_components"][0]["corr"] is None
+
+
+def test_demo_and_datasets_commands(capsys):
+    assert cli.main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "=== cbpp (56 rows) ===" in out and "=== hospital (5000 rows) ===" in out
+    assert out.count("Generalized linear mixed model fit by maximum likelihood") == 2
