@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import datasets
 from .errors import GLMMFitError, GLMMInputError
-from .families import _LINKS, FAMILIES
+from .families import FAMILIES, LINKS
 
 DEMOS = [
     ("cbpp", "cbind(incidence, size - incidence) ~ period + (1 | herd)", "binomial"),
@@ -207,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
                                 "name (see `glmm-jax datasets`)")
     p.add_argument("--family", default="binomial", choices=sorted(FAMILIES),
                    help="response family (default: binomial)")
-    p.add_argument("--link", default=None, choices=sorted(_LINKS),
+    p.add_argument("--link", default=None, choices=sorted(LINKS),
                    help="link function (default: the family's: logit for binomial, "
                         "log for poisson, gamma and negative_binomial, identity for "
                         "gaussian)")

@@ -53,6 +53,9 @@ _LINKS = {
 }
 
 
+LINKS = tuple(_LINKS)  # the link functions' names
+
+
 @dataclass(frozen=True)
 class Family:
     """Base class: name, link, and whether a dispersion parameter is estimated."""

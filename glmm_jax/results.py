@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import rformat, rows, separation
+from . import infinite, rformat, rows
 from .design import ModelFrame
 from .dist import norm_sf
 from .families import Family
@@ -151,13 +151,13 @@ logLik=-92.0263, converged>
     # Separated data (fitted with on_separation="warn"): the tables show the infinite
     # estimates as +-Inf with NaN SEs; ``beta``/``beta_cov`` keep the optimizer's values.
     def _infinite(self) -> np.ndarray:
-        return separation.infinite_of(self.separation, self.x_names)
+        return infinite.infinite_of(self.separation, self.x_names)
 
     def _shown_beta(self) -> tuple[np.ndarray, np.ndarray]:
-        return separation.shown(self._infinite(), self.beta, self.beta_cov)
+        return infinite.shown(self._infinite(), self.beta, self.beta_cov)
 
     def _mark_intervals(self, table: pd.DataFrame, exp: bool = False) -> pd.DataFrame:
-        return separation.mark_intervals(table, self._infinite(), self.x_names, exp)
+        return infinite.mark_intervals(table, self._infinite(), self.x_names, exp)
 
     @property
     def fixef(self) -> pd.Series:
@@ -271,7 +271,7 @@ logLik=-92.0263, converged>
         :func:`glmm_jax.intervals.odds_ratios`."""
         from .intervals import odds_ratios
 
-        with separation.quiet_overflow(self._infinite()):  # exp of a huge finite value
+        with infinite.quiet_overflow(self._infinite()):  # exp of a huge finite value
             return self._mark_intervals(odds_ratios(self, method, level, **kwargs), exp=True)
 
     def rate_ratios(self, method: str = "wald", level: float = 0.95, **kwargs):
@@ -279,7 +279,7 @@ logLik=-92.0263, converged>
         :func:`glmm_jax.intervals.rate_ratios`."""
         from .intervals import rate_ratios
 
-        with separation.quiet_overflow(self._infinite()):
+        with infinite.quiet_overflow(self._infinite()):
             return self._mark_intervals(rate_ratios(self, method, level, **kwargs), exp=True)
 
     def simulate(self, nsim: int = 1, seed: int = 0, random_effects: str = "new"):
@@ -480,7 +480,7 @@ logLik=-92.0263, converged>
                 p = 2.0 * norm_sf(np.abs(stat))
                 out += rformat.coefmat(self.x_names, est, se, stat, "z value", p, digits)
             out += self._fixef_correlation()
-        out += separation.summary_note(self.separation, self._infinite(), self.x_names)
+        out += infinite.summary_note(self.separation, self._infinite(), self.x_names)
         if not self.converged:
             out += ["", "WARNING: the fit did NOT converge; estimates are not reliable."]
         if self.messages:
