@@ -111,14 +111,12 @@ class Progress:
 
 
 def _table(res) -> pd.DataFrame:
-    t = res.coef_table
-    out = t.reset_index().rename(columns={"index": "term"})
-    return out.rename(columns={out.columns[0]: "term"})
+    return res.coef_table.rename_axis("term").reset_index()
 
 
 def _json(res) -> dict:
-    table = _table(res).replace({np.nan: None})
-    vc = res.varcorr.replace({np.nan: None})
+    """The fit as JSON values (NaN and Inf become null in :func:`_finite_or_null`)."""
+    table, vc = _table(res), res.varcorr
     return {"formula": res.formula, "family": res.family.name, "link": res.family.link,
             "nobs": res.nobs, "loglik": res.loglik, "aic": res.aic, "bic": res.bic,
             "converged": bool(res.converged), "singular": bool(res.singular),

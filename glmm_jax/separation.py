@@ -233,25 +233,28 @@ def _certified(S: np.ndarray, counts: np.ndarray | None = None, steps: int = 25)
     def value(d):
         return float(c @ np.logaddexp(0.0, -(S @ d)))
 
+    def sigmoid_minus(d):  # sigmoid(-S d), stable
+        return 0.5 * (1.0 + np.tanh(-0.5 * (S @ d)))
+
     f = value(d)
     for _ in range(steps):
-        v = S @ d
-        sig = 0.5 * (1.0 + np.tanh(-0.5 * v))  # sigmoid(-v), stable
+        sig = sigmoid_minus(d)
         g = -(S.T @ (c * sig))
         H = (S * (c * sig * (1.0 - sig))[:, None]).T @ S
         try:
             step = np.linalg.solve(H, -g)
         except np.linalg.LinAlgError:
             return False
-        t = 1.0
-        while t > 1e-4 and value(d + t * step) > f:
+        t, f_trial = 1.0, value(d + step)
+        while t > 1e-4 and f_trial > f:  # halve until the value does not increase
             t *= 0.5
+            f_trial = value(d + t * step)
         if t <= 1e-4:
             break
-        d, f = d + t * step, value(d + t * step)
+        d, f = d + t * step, f_trial
         if np.max(np.abs(t * step)) < 1e-10 * (1.0 + np.max(np.abs(d))):
             break
-    lam = c * 0.5 * (1.0 + np.tanh(0.5 * (S @ d) * -1.0))
+    lam = c * sigmoid_minus(d)
     M = (S * c[:, None]).T @ S
     try:
         a = np.linalg.solve(M, S.T @ lam)
