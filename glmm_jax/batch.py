@@ -244,7 +244,7 @@ def _fit_batches(formula, frames, keys, fam, nagq, max_iter, batch_size, progres
             # large datasets: one at a time with fit()'s engine (blocks of clusters),
             # which is faster than a small vmapped batch
             return _fit_each(formula, frames, keys, fam, nagq, max_iter, progress)
-    starts = [start_values(f, fam, s) for f in frames]
+    starts = [start_values(f, fam, s.theta) for f in frames]
     arrays = [frame_arrays(f, fam, lay, M, J) for f, lay in zip(frames, layouts, strict=True)]
     batches = range(0, len(frames), batch_size)
     if progress is None:

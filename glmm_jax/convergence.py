@@ -32,9 +32,6 @@ import pandas as pd
 from . import varpar
 from .errors import GLMMInputError
 from .fitresult import SINGULAR_TOL, Run, make_result
-from .model import continue_with_lbfgs
-from .objective import zero_modes
-from .optimize import newton_fit, newton_fit_many
 
 
 @dataclass(frozen=True)
@@ -118,8 +115,7 @@ def check_convergence(res, n_starts: int = 5, seed: int = 0, scale: float = 1.0,
         run.newton(one)
         notes = ()
         if lbfgs and not bool(one.converged):
-            one, notes = continue_with_lbfgs(one, model.data, s, int(max_iter), run, free)
-            one = jax.tree.map(np.asarray, one)
+            one, notes = model.continue_with_lbfgs(one, int(max_iter), run, free)
         r = make_result(res.formula, model.frame, s.family, s, one, run, notes,
                         model.clusters, model=model)
         fits.append(r)
@@ -159,7 +155,7 @@ def _check_args(res, n_starts, seed, scale, max_iter, tol_loglik, tol_par) -> No
 
 def _starts(res, model, n: int, seed: int, scale: float, free: np.ndarray) -> np.ndarray:
     """[n + 1, len(theta)]: the default start, then n draws around the estimate."""
-    lay = model.structure.theta
+    lay = model.layout
     theta = np.asarray(res.theta, dtype=float)
     default = np.asarray(model.start(), dtype=float)
     fixed = free == 0
@@ -191,16 +187,10 @@ def _starts(res, model, n: int, seed: int, scale: float, free: np.ndarray) -> np
 def _refit(starts: np.ndarray, model, max_iter: int, free: np.ndarray, batched: bool) -> list:
     """Newton from each start: one vmapped program over the starts (the data shared), or
     one at a time where some entries are held fixed or the data are sharded."""
-    s, data = model.structure, model.data
-    u0 = zero_modes(s, data, np)
-    devices = jax.tree.leaves(data)[0].sharding.device_set
+    devices = jax.tree.leaves(model.data)[0].sharding.device_set
     if batched and free.all() and len(devices) == 1:
-        U = jax.tree.map(lambda a: np.stack([a] * len(starts)), u0)
-        out = jax.tree.map(np.asarray, newton_fit_many(starts, U, data, s,
-                                                       max_iter=max_iter, fields=()))
-        return [jax.tree.map(lambda a, k=k: a[k], out) for k in range(len(starts))]
-    return [jax.tree.map(np.asarray, newton_fit(t, u0, data, s, max_iter=max_iter, free=free))
-            for t in starts]
+        return model.newton_many(starts, max_iter=max_iter)
+    return [model.newton(t, max_iter=max_iter, free=free) for t in starts]
 
 
 def _compare(k: int, r, res) -> dict:

@@ -148,9 +148,14 @@ def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
     or ``builder()`` makes it when first asked for. Issues no warnings (see
     :func:`issue_warnings`)."""
     theta = np.asarray(out.theta)
-    beta, Ls, log_phi = s.theta.unpack_np(theta)
+    # out is in the model's theta; a term's effects are the first of its program's
+    qs = [len(g.z_names) for g in frame.groups]
+    lay = s.theta.of_model(len(frame.x_names), qs)
+    beta, Ls, log_phi = lay.unpack_np(theta)
     per_term = engine(s).per_term(out.u, out.u_cov, clusters,
                                   [len(g.levels) for g in frame.groups])
+    per_term = [(u[:, :q], c[:, :q, :q]) for (u, c), q in zip(per_term, qs, strict=False)
+                ] + per_term[len(qs):]
     reml = bool(getattr(s, "reml", False))
     us, covs = [u for u, _ in per_term], [c for _, c in per_term]
     H = np.asarray(out.hess)
@@ -172,7 +177,7 @@ def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
     free = np.ones(len(theta), bool)
     if run.fixed and model is not None:
         free[[model.theta_names.index(n) for n in run.fixed]] = False
-    names = s.theta.names(frame.x_names, [(g.name, g.z_names) for g in frame.groups],
+    names = lay.names(frame.x_names, [(g.name, g.z_names) for g in frame.groups],
                           fam.dispersion_name)
     conv = _convergence(out, run, free, cov_theta, names)
     converged = conv.status == "converged"

@@ -13,12 +13,14 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from threadpoolctl import ThreadpoolController
 
-from . import lmm, nested
+from . import lmm, nested, sizes
 from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame
 from .errors import GLMMInputError
 from .families import Family
-from .laplace import ClusterData, Structure, block_rows, cluster_arrays, make_layout
+from .laplace import ClusterData, Structure, block_rows, chunk_size, cluster_arrays, make_layout
+from .sizes import bucket
+from .theta import Padding
 
 MAX_QUADRATURE_NODES = 1000  # nagq**q per cluster for AGHQ
 
@@ -49,6 +51,7 @@ class Laid(NamedTuple):
     # respond(y, trials, weights=None): the data's fields that depend on y (NumPy), and
     # with new prior weights (one per row; 0 leaves a row out) the fields that hold them
     respond: object = None
+    padding: Padding | None = None  # zero fixed-effect columns of the program (sizes.py)
 
 
 def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: bool = False,
@@ -96,16 +99,20 @@ def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices) -> Laid:
             f"nagq={nagq} with {q} random effects per group needs nagq**{q} = {nagq**q} "
             f"quadrature nodes per group; the limit is {MAX_QUADRATURE_NODES}: lower nagq"
         )
-    layout = make_layout(grouping.codes, len(grouping.levels),
-                         block_rows=block_rows(devices[0].platform))
-    # pad blocks, clusters and chunks to size buckets, so that models of nearby sizes reuse
-    # one compiled program (padding has zero weight; empty clusters add exactly 0)
-    s = Structure(fam, frame.X.shape[1], q, bucket(layout.max_clusters), nagq)
-    # and chunks to a multiple of the number of devices, over which they are sharded
-    n_chunks = -(-bucket(layout.max_chunks) // len(devices)) * len(devices)
-    n_blocks = bucket(layout.n_blocks)
-    arrays = frame_arrays(frame, fam, layout, n_chunks, s.n_groups, n_blocks,
-                          put=lambda a: place(a, devices))
+    p = frame.X.shape[1]
+    # a small model's program: fixed effects padded (sizes.py) and a random intercept in
+    # a program for two effects (its second column of Z zero) under the Laplace rule
+    width, Q = sizes.fixed_width(p, len(frame.y)), q
+    if sizes.small(len(frame.y)) and q == 1 and nagq == 1:
+        Q = 2
+    # pad blocks, clusters and chunks (sizes.py), so that models of nearby sizes reuse one
+    # compiled program (padding has zero weight; empty clusters add exactly 0); chunks to
+    # a multiple of the number of devices, over which they are sharded
+    layout, n_groups, n_chunks, n_blocks = _single_sizes(
+        grouping, ("single", fam, Q, width, nagq, len(devices)), devices)
+    s = Structure(fam, width, Q, n_groups, nagq)
+    arrays = frame_arrays(frame, fam, layout, n_chunks, n_groups, n_blocks,
+                          put=lambda a: place(a, devices), width=width, q=Q)
     flat = (layout.block * n_chunks + layout.chunk) * layout.size + layout.slot
     shape = arrays.y.shape
 
@@ -120,18 +127,40 @@ def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices) -> Laid:
         out["log_const"] = np.bincount(layout.block, w * fam.log_const(y, trials), n_blocks)
         return out
 
-    return Laid(frame, s, arrays, (layout.cluster_block, layout.cluster_slot), respond)
+    return Laid(frame, s, arrays, (layout.cluster_block, layout.cluster_slot), respond,
+                _padding(frame, s))
 
 
-def bucket(n: int) -> int:
-    """n rounded up to the grid 8, 9, 10, 11, 13, 16, ... (steps of 2**(1/4), so at most
-    19% padding)."""
-    if n <= 8:
-        return max(n, 1)
-    k = int(np.floor(4 * np.log2(n)))
-    while int(np.ceil(2 ** (k / 4))) < n:
-        k += 1
-    return int(np.ceil(2 ** (k / 4)))
+def _single_sizes(grouping, key: tuple, devices):
+    """The chunk layout of one grouping factor and the program's sizes: clusters per
+    block, chunks per block, blocks. A small model takes the sizes of a program already
+    laid out under the same ``key`` when its rows fit (sizes.reuse), else powers of two."""
+    codes, J, d = grouping.codes, len(grouping.levels), len(devices)
+
+    def to_devices(m):
+        return -(-m // d) * d
+
+    if not sizes.small(len(codes)):
+        layout = make_layout(codes, J, block_rows=block_rows(devices[0].platform))
+        return (layout, bucket(layout.max_clusters), to_devices(bucket(layout.max_chunks)),
+                bucket(layout.n_blocks))
+    counts = np.bincount(codes, minlength=J)
+    allowed = sizes.slots_allowed(len(codes))
+
+    def fits(sz):
+        slots, C, M, n_groups = sz
+        return n_groups >= J and slots <= allowed and int(np.sum(-(-counts // C))) <= M
+
+    C = chunk_size(counts)
+    M = to_devices(sizes.power_of_two(int(np.sum(-(-counts // C)))))
+    _, C, M, n_groups = sizes.reuse(key, fits, (M * C, C, M, sizes.power_of_two(J)))
+    return make_layout(codes, J, size=C), n_groups, M, 1
+
+
+def _padding(frame: ModelFrame, s) -> Padding | None:
+    """The padding of the program of ``s`` around the model of ``frame``."""
+    lay = s.theta.of_model(frame.X.shape[1], [len(g.z_names) for g in frame.groups])
+    return Padding.between(lay, s.theta)
 
 
 def _build_lmm(frame: ModelFrame, fam: Family, nagq: int, reml: bool, devices) -> Laid | None:
@@ -176,7 +205,7 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     effects comes first (it is eliminated; lme4 too orders terms by their number of
     levels). Under REML the fixed effects are a last pseudo-term with a flat prior.
     Rows are sharded over ``devices`` (padded with zero-weight rows to a multiple of
-    their number)."""
+    their number; small models to the sizes of sizes.py)."""
     _check_one_term_for_agq(frame, nagq)
     p = frame.X.shape[1]
 
@@ -194,16 +223,21 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
         terms, Js = layout(groups)
     frame = replace(frame, groups=tuple(groups))
     qs = tuple(Z.shape[1] for Z, _ in terms)
-    s = MultiStructure(fam, p, qs, Js, reml=reml, nested=anc is not None)
-    devices = list(jax.devices() if devices is None else devices)
-    n = len(frame.y)
-    pad = -n % len(devices)
+    n, d = len(frame.y), len(devices)
+    width = p if reml else sizes.fixed_width(p, n)
+    s = MultiStructure(fam, width, qs, Js, reml=reml, nested=anc is not None)
+    rows_to = -(-n // d) * d
+    if sizes.small(n):  # rows: a power of two, or those of a program already laid out
+        allowed = sizes.slots_allowed(n)
+        rows_to = sizes.reuse(("multi", s, d), lambda sz: n <= sz[0] <= allowed,
+                              (-(-sizes.power_of_two(n) // d) * d,))[0]
+    pad = rows_to - n
 
     def rows(a, fill=0):  # zero-weight padding rows (level 0 of every term, y = 1)
         return np.concatenate([a, np.full((pad,) + a.shape[1:], fill, a.dtype)])
 
     arrays = MultiData(
-        X=rows(frame.X), y=rows(frame.y, 1), trials=rows(frame.trials, 1),
+        X=rows(widen(frame.X, width)), y=rows(frame.y, 1), trials=rows(frame.trials, 1),
         offset=rows(frame.offset), weights=rows(frame.weights),
         terms=tuple(TermData(rows(Z), rows(c.astype(np.int32))) for Z, c in terms),
         rest_cols=np.zeros((n + pad, 0), np.int32) if s.nested else
@@ -219,7 +253,7 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
             out["weights"] = rows(w)
         return out
 
-    return Laid(frame, s, place_rows(arrays, devices), None, respond)
+    return Laid(frame, s, place_rows(arrays, devices), None, respond, _padding(frame, s))
 
 
 def _shard(arrays, devices, spec: P, is_sharded):
@@ -245,12 +279,19 @@ def place(arrays, devices):
 
 
 def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None,
-                 n_blocks=None, put=None):
+                 n_blocks=None, put=None, width: int | None = None, q: int | None = None):
     """The engine's (NumPy, or ``put`` applied to each) arrays of a model frame in a chunk
-    layout."""
+    layout (X and Z with zero columns up to ``width`` and ``q``)."""
     g = frame.groups[0]
-    return cluster_arrays(frame.X, g.Z, frame.y, frame.trials, frame.offset,
+    return cluster_arrays(widen(frame.X, width), widen(g.Z, q), frame.y, frame.trials, frame.offset,
                           frame.weights * fam.log_const(frame.y, frame.trials), layout,
                           n_chunks, n_groups, n_blocks, put, frame.weights)
 
 
+
+
+def widen(X: np.ndarray, width: int | None) -> np.ndarray:
+    """X with zero columns appended up to ``width`` (theta.Padding's columns)."""
+    if width is None or width == X.shape[1]:
+        return X
+    return np.concatenate([X, np.zeros((len(X), width - X.shape[1]))], axis=1)

@@ -54,7 +54,7 @@ def marginal_means(res, theta=None, X=None, Zs=None, offset=None, n_nodes: int =
     Zs = [g.Z for g in f.groups] if Zs is None else [np.asarray(Z, float) for Z in Zs]
     offset = np.broadcast_to(np.asarray(offset, dtype=float), (len(X),))
     out = _means_jit(res.theta if theta is None else theta, X, Zs, offset, res.beta,
-                     res.family, res.model.structure.theta, n_nodes)
+                     res.family, res.model.layout, n_nodes)
     return out if isinstance(theta, jax.Array) else np.asarray(out)
 
 
@@ -100,7 +100,7 @@ def marginal_coefficients(res, level: float = 0.95) -> pd.DataFrame:
     """
     z = _z_quantile(level)
     f = res.frame
-    layout = res.model.structure.theta
+    layout = res.model.layout
     if layout.p == 0:  # REML: identity link, beta_M = beta exactly
         est, cov = np.asarray(res.beta, float), np.asarray(res.beta_cov, float)
     else:

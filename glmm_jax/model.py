@@ -25,6 +25,7 @@ from .objective import engine, modes, negloglik, zero_modes
 from .optimize import lbfgs_fit, newton_fit, newton_fit_many, value_grad_hess
 from .results import GLMMResult
 from .start import start_values
+from .theta import Padding, ThetaLayout
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Model:
     clusters: tuple | None = None  # one grouping factor: (block, slot) of each cluster
     respond: object = field(default=None, repr=False, compare=False)  # see layout.Laid
     separation: object = field(default=None, repr=False, compare=False)  # build_model's check
+    padding: Padding | None = None  # the program's zero fixed-effect columns (sizes.py)
 
     def __repr__(self) -> str:
         s = self.structure
@@ -62,14 +64,61 @@ class Model:
                 f"groups {groups}; {len(self.theta_names)} parameters, engine {name}>")
 
     @property
+    def layout(self) -> ThetaLayout:
+        """The layout of the model's theta (``structure.theta`` is its program's, which
+        may hold padding: see ``sizes.py``)."""
+        return self.structure.theta.of_model(len(self.frame.x_names),
+                                             [len(g.z_names) for g in self.frame.groups])
+
+    @property
     def theta_names(self) -> list[str]:
-        s = self.structure
-        return s.theta.names(self.frame.x_names, [(g.name, g.z_names) for g in self.frame.groups],
-                             s.family.dispersion_name)
+        return self.layout.names(self.frame.x_names,
+                                 [(g.name, g.z_names) for g in self.frame.groups],
+                                 self.structure.family.dispersion_name)
 
     def start(self) -> np.ndarray:
         """The starting theta of :meth:`fit` (see ``start.start_values``)."""
-        return start_values(self.frame, self.structure.family, self.structure)
+        return start_values(self.frame, self.structure.family, self.layout)
+
+    # the program's theta holds the padding: these map the model's theta to it and back
+    def _embed(self, theta):
+        return theta if self.padding is None else self.padding.embed(theta)
+
+    def _free(self, free=None) -> np.ndarray:
+        free = np.ones(len(self.theta_names)) if free is None else np.asarray(free, float)
+        return free if self.padding is None else self.padding.embed(free, fill=0.0)
+
+    def _strip(self, out):
+        """A (NumPy) NewtonResult of the program in the model's theta."""
+        out = jax.tree.map(np.asarray, out)
+        if self.padding is None:
+            return out
+        pad = self.padding
+        return out._replace(theta=pad.strip(out.theta), grad=pad.strip(out.grad),
+                            hess=pad.strip(out.hess))
+
+    def newton(self, theta0, u0=None, max_iter: int = 100, free=None):
+        """Newton's method from ``theta0`` (``optimize.newton_fit``; entries where
+        ``free`` is 0 held), as NumPy, in the model's theta."""
+        return self._strip(newton_fit(self._embed(theta0), self._u0(u0), self.data,
+                                      self.structure, max_iter=max_iter, free=self._free(free)))
+
+    def newton_many(self, starts, max_iter: int = 100):
+        """:meth:`newton` from each row of ``starts``, in one vmapped program."""
+        s = self.structure
+        u0 = jax.tree.map(lambda a: np.stack([a] * len(starts)), self._u0(None))
+        out = jax.tree.map(np.asarray, newton_fit_many(
+            np.stack([self._embed(t) for t in starts]), u0, self.data, s,
+            max_iter=max_iter, fields=(), free=self._free()))
+        return [self._strip(jax.tree.map(lambda a, k=k: a[k], out)) for k in range(len(starts))]
+
+    def continue_with_lbfgs(self, out, max_iter: int, run: Run, free=None, data=None):
+        """After a Newton run ``out`` that stopped early: :func:`continue_with_lbfgs` (on
+        ``data``, default the model's), in the model's theta."""
+        out = out._replace(theta=self._embed(out.theta))
+        out, notes = continue_with_lbfgs(out, self.data if data is None else data,
+                                         self.structure, max_iter, run, self._free(free))
+        return self._strip(out), notes
 
     def _theta(self, theta) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
@@ -83,7 +132,7 @@ class Model:
         model structure. The conditional modes are solved from ``u0`` (default zeros; the
         modes of a nearby theta, from :meth:`modes`, save most of the work: profiles)."""
         s = self.structure
-        return float(_nll(self._theta(theta), self._u0(u0), self.data, s))
+        return float(_nll(self._embed(self._theta(theta)), self._u0(u0), self.data, s))
 
     def loglik(self, theta, u0=None) -> float:
         """Log marginal likelihood at ``theta``."""
@@ -93,13 +142,16 @@ class Model:
         """-loglik, its gradient and its exact Hessian at ``theta`` (NumPy arrays); modes
         solved from ``u0`` as in :meth:`negloglik`."""
         s = self.structure
-        f, g, H = _vgh(self._theta(theta), self._u0(u0), self.data, s)
+        f, g, H = _vgh(self._embed(self._theta(theta)), self._u0(u0), self.data, s)
+        if self.padding is not None:
+            g, H = self.padding.strip(g), self.padding.strip(H)
         return float(f), np.asarray(g), np.asarray(H)
 
     def modes(self, theta, u0=None):
         """The conditional modes at ``theta`` in the engine's layout (to start
         :meth:`negloglik` or :meth:`value_grad_hess` at a nearby theta)."""
-        return _modes(self._theta(theta), self._u0(u0), self.data, self.structure)
+        return _modes(self._embed(self._theta(theta)), self._u0(u0), self.data,
+                      self.structure)
 
     def _u0(self, u0):
         return zero_modes(self.structure, self.data, np) if u0 is None else u0
@@ -222,9 +274,11 @@ class Model:
                 for k in fields})
             stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
             res = jax.tree.map(np.asarray, newton_fit_many(
-                np.tile(theta0, (batch_size, 1)), stack, data, s,
-                max_iter=min(max_iter, batch_iter or max_iter), fields=fields))
-            batch = [jax.tree.map(lambda a, j=j: a[j], res) for j in range(len(idx))]
+                np.tile(self._embed(theta0), (batch_size, 1)), stack, data, s,
+                max_iter=min(max_iter, batch_iter or max_iter), fields=fields,
+                free=self._free()))
+            batch = [self._strip(jax.tree.map(lambda a, j=j: a[j], res))
+                     for j in range(len(idx))]
             for i, one in zip(idx, batch, strict=False):
                 model = partial(self._with_fields, Y[i], T[i], parts[i], w_of(i))
                 run = Run(theta0, max_iter)
@@ -232,12 +286,10 @@ class Model:
                 notes = ()
                 if not one.converged and not one.line_search_failed and \
                         one.n_iter < max_iter:  # stopped at batch_iter: go on alone
-                    one = jax.tree.map(np.asarray, newton_fit(
-                        one.theta, one.u, model().data, s, max_iter=max_iter - one.n_iter))
+                    one = model().newton(one.theta, one.u, max_iter=max_iter - one.n_iter)
                     run.newton(one)
                 if lbfgs and not one.converged:
-                    one, notes = continue_with_lbfgs(one, model().data, s, max_iter, run)
-                    one = jax.tree.map(np.asarray, one)
+                    one, notes = model().continue_with_lbfgs(one, max_iter, run)
                 yield i, one, model, run, notes
             if progress is not None:
                 progress(len(idx))
@@ -340,7 +392,8 @@ def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1
                      devices=None, reml: bool = False, engine: str | None = None) -> Model:
     """A Model of a validated frame (see :func:`build_model`)."""
     laid = lay_out(frame, fam, nagq, devices, reml, engine)
-    return Model(formula, laid.frame, laid.structure, laid.data, laid.clusters, laid.respond)
+    return Model(formula, laid.frame, laid.structure, laid.data, laid.clusters, laid.respond,
+                 padding=laid.padding)
 
 
 def ml_fit(res) -> GLMMResult:
@@ -379,12 +432,11 @@ def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None 
         theta0[names.index(name)] = float(value)
         free[names.index(name)] = 0.0
     run = Run(theta0, max_iter, fixed=tuple(fixed or ()))
-    out = newton_fit(theta0, zero_modes(s, model.data, np), model.data, s,
-                     max_iter=max_iter, free=free)
+    out = model.newton(theta0, max_iter=max_iter, free=free)
     run.newton(out)
     notes = ()
     if not bool(out.converged):
-        out, notes = continue_with_lbfgs(out, model.data, s, max_iter, run, free)
+        out, notes = model.continue_with_lbfgs(out, max_iter, run, free)
     run.time_s = time.perf_counter() - t0
     with one_blas_thread():
         res = make_result(model.formula, model.frame, s.family, s, out, run, notes,

@@ -151,13 +151,15 @@ def newton_fit(theta0, u0, data, s, max_iter: int = 100, free=None) -> NewtonRes
 
 
 @partial(xla.jit, static_argnames=("s", "max_iter", "fields"))
-def newton_fit_many(theta0, u0, data, s, max_iter: int = 100, fields=None):
+def newton_fit_many(theta0, u0, data, s, max_iter: int = 100, fields=None, free=None):
     """:func:`newton_fit` vmapped over a leading batch axis of theta0, u0 and data: of
     all the arrays of ``data`` (a NamedTuple), or only of the named ``fields`` (a new
-    response for the same model: ``("y", "log_const")``), the others shared."""
+    response for the same model: ``("y", "log_const")``), the others shared; ``free``
+    (one mask for all) as in :func:`newton_fit`."""
     axes = 0 if fields is None else data._replace(
         **{f: (0 if f in fields else None) for f in data._fields})
-    return jax.vmap(lambda t, u, d: _newton_fit(t, u, d, s, max_iter),
+    free = jnp.ones(theta0.shape[1], theta0.dtype) if free is None else free
+    return jax.vmap(lambda t, u, d: _newton_fit(t, u, d, s, max_iter, free),
                     in_axes=(0, 0, axes))(theta0, u0, data)
 
 

@@ -101,7 +101,7 @@ def predict(res, newdata: pd.DataFrame | None = None, type: str = "link",
         raise GLMMInputError("se_fit: the parameters' covariance is not available (the "
                              "Hessian of -logLik is not positive definite; see res.messages)")
     eta, jac = _link(phi0, _modes(res, phi0, kind, with_se), new.X, new.offset, new.Zs,
-                     new.codes, res.family, res.model.structure.theta, kind, with_se)
+                     new.codes, res.family, res.model.layout, kind, with_se)
     eta, fam = np.asarray(eta), res.family
     fit = np.asarray(fam.linkinv(eta)) if type == "response" else eta
     if not with_se:
@@ -266,7 +266,7 @@ class _Modes(NamedTuple):
 
 def _parameters(res):
     """phi (theta; (beta, theta) under REML) and its covariance."""
-    if res.model.structure.theta.p == len(res.beta):
+    if res.model.layout.p == len(res.beta):
         return np.asarray(res.theta, dtype=float), res.cov_theta
     return np.concatenate([res.beta, res.theta]), linalg.block_diag(res.beta_cov,
                                                                      res.cov_theta)
@@ -308,7 +308,7 @@ def _modes(res, phi0: np.ndarray, kind: str, with_se: bool) -> _Modes:
     bs = [t.b for t in res.terms]
     if kind != "conditional" or not with_se:
         return _Modes(bs, [], np.zeros((0, len(phi0))))
-    lay, p = res.model.structure.theta, len(res.beta)
+    lay, p = res.model.layout, len(res.beta)
     Ls = _unpack(phi0, lay, p)[1]
     # b = L u; where L is singular the mode has no component in its null space (pinv)
     us = [b @ np.linalg.pinv(np.asarray(L)).T for b, L in zip(bs, Ls, strict=True)]

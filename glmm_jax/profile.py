@@ -29,7 +29,6 @@ from .dist import z_quantile
 from .errors import ConvergenceWarning, GLMMInputError, warn
 from .model import ml_fit
 from .objective import zero_modes
-from .optimize import newton_fit
 
 ZETA_TOL = 1e-5  # |zeta - target| at which a profile end is accepted
 MAX_PROFILE_STEPS = 30
@@ -134,7 +133,7 @@ def _parameters(res) -> list:
     """Per reported parameter: ("theta", (entry, how)) for one entry of theta (how:
     "id", "sd" for a scalar term's |L|, "exp" for the dispersion); ("sdcor", (term,
     order, coordinate, how)) for a vector term's SD ("sd") or correlation ("tanh")."""
-    lay = res.model.structure.theta
+    lay = res.model.layout
     out: list = []
     for t, (sl, q) in enumerate(zip(lay.factor_slices(), lay.qs, strict=True)):
         if q == 1:
@@ -160,8 +159,7 @@ class ThetaPath:
         self.model, self.notes, self.n_refits = m, notes, 0
         self.f_hat = -res.loglik
         psi = np.asarray(res.theta, dtype=float).copy()
-        for sl, q in zip(m.structure.theta.factor_slices(), m.structure.theta.qs,
-                         strict=True):
+        for sl, q in zip(m.layout.factor_slices(), m.layout.qs, strict=True):
             if q == 1:  # L and -L fit alike: profile SD = L >= 0
                 psi[sl.start] = abs(psi[sl.start])
         self.psi_hat = psi
@@ -173,9 +171,9 @@ class ThetaPath:
         free = np.ones(len(psi0))
         free[k] = 0.0
         m = self.model
-        out = newton_fit(psi0, u0, m.data, m.structure, free=free)
+        out = m.newton(psi0, u0, free=free)
         self.n_refits += 1
-        return float(out.f), np.asarray(out.theta), _to_numpy(out.u), bool(out.converged)
+        return float(out.f), out.theta, out.u, bool(out.converged)
 
 
 class SdCorPath(ThetaPath):
@@ -184,7 +182,7 @@ class SdCorPath(ThetaPath):
 
     def __init__(self, res, term: int, order: tuple, notes: list):
         super().__init__(res, notes)
-        lay = res.model.structure.theta
+        lay = res.model.layout
         self.sl, self.q, self.order = lay.factor_slices()[term], lay.qs[term], order
         phi = sdcor.from_cov(res.terms[term].G, order)
         th = np.asarray(res.theta, dtype=float)

@@ -8,14 +8,14 @@ import numpy as np
 from . import nested
 from .design import ModelFrame
 from .families import Family
-from .laplace import Structure
+from .theta import ThetaLayout
 
 START_ROWS = 100_000  # start coefficients from at most about this many rows (a strided sample)
 START_SD = (0.1, 5.0)  # a random intercept's start SD, link scale, in units of `scale`
 
 
-def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
-    """Starting theta.
+def start_values(frame: ModelFrame, fam: Family, lay: ThetaLayout) -> np.ndarray:
+    """Starting theta (in the layout ``lay``).
 
     Fixed effects from least squares: with an intercept and no offset, slopes on the mean
     scale divided by dmu/deta at the mean (a linearized GLM); otherwise on the
@@ -89,7 +89,7 @@ def start_values(frame: ModelFrame, fam: Family, s: Structure) -> np.ndarray:
         log_phi = 0.5 * np.log(max(scale**2 - var_sum, 0.05 * scale**2))
     elif X.shape[1] and var_sum:
         beta = _conditional_beta(fam, beta, frame.x_names, var_sum)
-    return s.theta.pack(beta, Ls, log_phi)
+    return lay.pack(beta, Ls, log_phi)
 
 
 def _start_beta(fam: Family, X, y, n, offset, x_names, z):

@@ -72,6 +72,12 @@ class ThetaLayout:
             parts.append(np.atleast_1d(float(log_phi)))
         return np.concatenate(parts)
 
+    def of_model(self, n_fixed: int, qs) -> ThetaLayout:
+        """This (a program's) layout with a model's ``n_fixed`` fixed effects and terms
+        of sizes ``qs`` (its padding, see :class:`Padding`, left out); REML's fixed
+        effects (not in theta) stay out."""
+        return ThetaLayout(min(self.p, n_fixed), tuple(qs), self.dispersion)
+
     def names(self, x_names, terms, dispersion_name: str | None) -> list[str]:
         """Names of theta's entries; ``terms``: (group name, z names) per factor."""
         names = list(x_names)[: self.p]
@@ -81,3 +87,45 @@ class ThetaLayout:
         if self.dispersion:
             names.append(f"log({dispersion_name})")
         return names
+
+
+@dataclass(frozen=True)
+class Padding:
+    """A compiled program's theta holding more than its model's: fixed effects of zero
+    columns of X, and (a random intercept in a program for vector terms) covariance
+    entries of a zero column of Z, all held at 0, so that models of nearby sizes share
+    one program (sizes.py). ``at`` is where each entry of the model's theta sits in the
+    program's (of ``size`` entries); the padding never leaves the engine.
+
+    >>> pad = Padding.between(ThetaLayout(2, (1,), True), ThetaLayout(4, (2,), True))
+    >>> pad.embed(np.array([1.0, 2.0, 0.5, -1.0])).tolist()
+    [1.0, 2.0, 0.0, 0.0, 0.5, 0.0, 0.0, -1.0]
+    >>> pad.strip(np.arange(8.0)).tolist()
+    [0.0, 1.0, 4.0, 7.0]
+    """
+
+    at: tuple[int, ...]
+    size: int
+
+    @classmethod
+    def between(cls, model: ThetaLayout, program: ThetaLayout) -> Padding | None:
+        """The padding of ``program``'s layout around ``model``'s (None if they are one)."""
+        if model == program:
+            return None
+        at = list(range(model.p))
+        for q, Q, sl in zip(model.qs, program.qs, program.factor_slices(), strict=True):
+            at += [sl.start + i * (i + 1) // 2 + j for i, j in zip(*np.tril_indices(q),
+                                                                   strict=True)]
+        if model.dispersion:
+            at.append(program.size - 1)
+        return cls(tuple(at), program.size)
+
+    def embed(self, theta, fill: float = 0.0) -> np.ndarray:
+        out = np.full(self.size, fill)
+        out[list(self.at)] = np.asarray(theta, dtype=float)
+        return out
+
+    def strip(self, a) -> np.ndarray:
+        """A program's vector (a gradient) or matrix (a Hessian) in the model's theta."""
+        a, at = np.asarray(a), list(self.at)
+        return a[np.ix_(at, at)] if a.ndim == 2 else a[at]

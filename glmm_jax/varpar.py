@@ -34,7 +34,7 @@ def names(res) -> list[str]:
 def values(theta, res, beta=None, xp=np):
     """The parameters of :func:`names` at ``theta`` (``beta``: the fixed effects where
     theta does not hold them, REML). ``xp=jax.numpy`` for autodiff."""
-    lay = res.model.structure.theta
+    lay = res.model.layout
     out = []
     for sl, q in zip(lay.factor_slices(), lay.qs, strict=True):
         rows, cols = np.tril_indices(q)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import glmm_jax as gj
-from glmm_jax.layout import bucket
+from glmm_jax.sizes import bucket
 from glmm_jax.optimize import newton_program
 
 
@@ -24,9 +24,11 @@ def test_bucket_grid():
         assert n <= bucket(n) <= max(8, int(np.ceil(1.19 * n)))
 
 
-def test_nearby_sizes_reuse_the_compiled_fit():
+def test_nearby_sizes_reuse_the_compiled_fit(monkeypatch):
     # 15 clusters of 6 rows (45 chunks of 2 rows) and 16 clusters with 92 rows (44 chunks):
-    # both are padded to 16 clusters and 46 chunks
+    # both are padded to 16 clusters and 46 chunks (the grid of large models: here with
+    # every model large; small models are padded further, see test_sizes.py)
+    monkeypatch.setattr(gj.sizes, "SMALL_ROWS", 0)
     a, b = _data([6] * 15), _data([6] * 14 + [2] * 2, seed=1)
     res_a = gj.fit("y ~ x + (1 | g)", a, family="poisson")
     model = gj.build_model("y ~ x + (1 | g)", a, family="poisson")
@@ -58,6 +60,7 @@ def test_blocks_give_the_single_block_answer(monkeypatch, family, slope):
         y = rng.random(g.size) < 1 / (1 + np.exp(-eta))
     df = pd.DataFrame({"y": y.astype(float), "x": x, "g": g})
     formula = "y ~ x + (1 + x | g)" if slope else "y ~ x + (1 | g)"
+    monkeypatch.setattr(gj.sizes, "SMALL_ROWS", 0)  # (small models take one block)
     one = gj.fit(formula, df, family=family)
     monkeypatch.setattr(gj.laplace, "BLOCK_ROWS", 256)
     model = gj.build_model(formula, df, family=family)

@@ -165,7 +165,7 @@ def test_the_quadrature_branch_with_one_node_is_laplace(binary, formula):
 
     model = gj.build_model(formula, binary, "binomial", nagq=1)
     s, data = model.structure, model.data
-    theta = model.start() + 0.1
+    theta = model.padding.embed(model.start() + 0.1)  # the program's theta (sizes.py)
     u, _ = modes(theta, np.zeros((data.y.shape[0], s.n_groups, s.q)), data, s)
     beta, L, log_phi = unpack(jax.numpy.asarray(theta), s)
     block = jax.tree.map(lambda a: a[0], data)

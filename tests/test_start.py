@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import glmm_jax as gj
-from glmm_jax.objective import pack, unpack_np
 
 SLOPE = "y ~ age + sex + comorb + teaching + (1 + age | hospital)"
 
@@ -16,7 +15,7 @@ def test_random_slope_start_from_moments(family, seed):
     model = gj.build_model(SLOPE, df, family=family)
     res = gj.fit(SLOPE, df, family=family)
     theta = np.asarray(model.start())
-    beta, L, log_phi = unpack_np(theta, model.structure)
+    beta, (L,), log_phi = model.layout.unpack_np(theta)
     G, G_fit = L @ L.T, res.varcorr
     # the moment estimate has the fitted correlation's sign and SDs within a factor 1.5
     sd = np.sqrt(np.diag(G))
@@ -25,7 +24,7 @@ def test_random_slope_start_from_moments(family, seed):
     # and starts Newton less than half as far (in log-likelihood) as the generic
     # L = diag(0.5 / rms(Z)) start with the same fixed effects
     rms = np.sqrt(np.mean(model.frame.groups[0].Z ** 2, axis=0))
-    generic = pack(beta, np.diag(0.5 / rms), log_phi, model.structure)
+    generic = model.layout.pack(beta, [np.diag(0.5 / rms)], log_phi)
     gap = res.loglik - model.loglik(theta)
     assert 0 <= gap < 0.5 * (res.loglik - model.loglik(generic))
 
@@ -41,7 +40,7 @@ def test_random_intercept_start_on_the_conditional_scale(family):
     formula = "y ~ age + sex + comorb + teaching + (1 | hospital)"
     model = gj.build_model(formula, df, family=family)
     res = gj.fit(formula, df, family=family)
-    beta, L, _ = unpack_np(np.asarray(model.start()), model.structure)
+    beta, (L,), _ = model.layout.unpack_np(np.asarray(model.start()))
     assert abs(L[0, 0] / res.varcorr["sd"].iloc[0] - 1) < 0.1
     np.testing.assert_allclose(beta[:4], res.fixef.to_numpy()[:4], rtol=0.1, atol=0.02)
 

@@ -1,0 +1,134 @@
+"""Padded programs (sizes.py): small models take padded sizes (fixed-effect columns, a
+random intercept as a two-effect term, rows, chunks, clusters), so that refits of the
+same structure reuse one compiled program; the padding changes no number and never
+shows."""
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmm_jax as gj
+from glmm_jax import optimize
+
+
+@pytest.fixture(scope="module")
+def hospital():
+    return gj.datasets.load("hospital")
+
+
+def _compiled() -> int:
+    return sum(p._cache_size() for p in (optimize.NEWTON_SMALL, optimize.NEWTON_DEFAULT))
+
+
+def _unpadded(monkeypatch):
+    """Every model large for sizes.py: its own fixed effects and terms, the fine grid."""
+    monkeypatch.setattr(gj.sizes, "SMALL_ROWS", 0)
+    gj.sizes.forget()
+
+
+def _same_fit(padded, plain):
+    assert padded.converged and plain.converged
+    assert padded.loglik == pytest.approx(plain.loglik, abs=1e-9)
+    np.testing.assert_allclose(padded.theta, plain.theta, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(padded.se, plain.se, rtol=1e-7)
+    assert padded.theta_names == plain.theta_names
+    assert padded.hessian.shape == plain.hessian.shape == (len(plain.theta),) * 2
+    for name in padded.ranef:
+        pd.testing.assert_frame_equal(padded.ranef[name], plain.ranef[name], rtol=0,
+                                      atol=1e-7)
+    # the padding enters no table, name or degree of freedom
+    assert padded.summary() == plain.summary()
+    assert padded.df_model == plain.df_model and padded.aic == pytest.approx(plain.aic)
+    pd.testing.assert_frame_equal(padded.coef_table, plain.coef_table, rtol=1e-6)
+    pd.testing.assert_frame_equal(padded.varcorr, plain.varcorr, rtol=1e-6)
+    assert list(padded.vcov.index) == list(plain.vcov.index)
+
+
+CASES = [  # formula, family, kwargs: one grouping factor ("single") and several ("multi")
+    ("y ~ age + sex + (1 | hospital)", "binomial", {}),
+    ("y ~ age + comorb + (age | hospital)", "binomial", {}),
+    ("comorb ~ age + teaching + (1 | hospital)", "poisson", {}),
+    ("age ~ sex + comorb + (1 | hospital)", "gamma_shift", {}),
+    ("y ~ age + sex + (1 | hospital) + (1 | comorb)", "binomial", {}),
+]
+
+
+@pytest.mark.filterwarnings("ignore::glmm_jax.SingularFitWarning")
+@pytest.mark.parametrize("formula,family,kwargs", CASES)
+def test_padded_programs_give_the_unpadded_fit(hospital, monkeypatch, formula, family,
+                                                kwargs):
+    df = hospital
+    if family == "gamma_shift":  # a family with a dispersion: Gamma of a positive y
+        family, df = "gamma", df.assign(age=df["age"] - df["age"].min() + 0.5)
+    model = gj.build_model(formula, df, family=family, **kwargs)
+    assert model.padding is not None and model.structure.p == 8
+    assert model.layout.size == len(model.theta_names) < model.structure.theta.size
+    padded = model.fit()
+    _unpadded(monkeypatch)
+    plain_model = gj.build_model(formula, df, family=family, **kwargs)
+    assert plain_model.padding is None
+    _same_fit(padded, plain_model.fit())
+    # the model's own functions take and give its theta (no padding)
+    f, g, H = model.value_grad_hess(padded.theta)
+    f0, g0, H0 = plain_model.value_grad_hess(padded.theta)
+    assert f == pytest.approx(f0, abs=1e-9) and g.shape == g0.shape and H.shape == H0.shape
+    np.testing.assert_allclose(g, g0, atol=1e-7)
+    np.testing.assert_allclose(H, H0, rtol=1e-7, atol=1e-7)
+    assert model.negloglik(padded.theta) == pytest.approx(f0, abs=1e-9)
+
+
+def test_a_session_of_refits_compiles_once(hospital):
+    """Covariates added and dropped, an interaction, a quadratic term, subsets of rows
+    and clusters, a random slope: one Newton program."""
+    jax.clear_caches()
+    gj.sizes.forget()
+    before = _compiled()
+    steps = [
+        ("y ~ age + (1 | hospital)", hospital),
+        ("y ~ age * sex + comorb + teaching + (1 | hospital)", hospital),
+        ("y ~ age + I(age^2) + sex + (1 | hospital)", hospital),
+        ("y ~ sex + comorb + (1 | hospital)", hospital.query("age > -0.5")),
+        ("y ~ age + sex + (1 | hospital)", hospital.query("comorb < 3")),
+        ("y ~ age + sex + (1 | hospital)", hospital[hospital.hospital.cat.codes < 50]),
+        ("y ~ age + teaching + (age | hospital)", hospital.query("sex == 0")),
+    ]
+    fits = [gj.fit(f, d) for f, d in steps]
+    assert _compiled() - before == 1
+    assert all(r.converged for r in fits)
+    assert [len(r.fixef) for r in fits] == [2, 6, 4, 3, 3, 3, 3]
+    assert fits[5].nobs == (hospital.hospital.cat.codes < 50).sum()
+    assert len(fits[5].ranef["hospital"]) == 50  # only the levels of the subset
+
+
+def test_small_models_reuse_a_larger_program(hospital):
+    # a subset fits in the program of the whole data (sizes.reuse), however its chunk
+    # count falls against the powers of two
+    gj.sizes.forget()
+    whole = gj.build_model("y ~ age + (1 | hospital)", hospital)
+    for frac in (0.9, 0.7, 0.5, 0.3):
+        sub = gj.build_model("y ~ age + (1 | hospital)",
+                             hospital.sample(frac=frac, random_state=1))
+        assert sub.structure == whole.structure
+        assert jax.tree.map(np.shape, sub.data) == jax.tree.map(np.shape, whole.data)
+    tiny = gj.build_model("y ~ age + (1 | hospital)", hospital.iloc[:300])
+    assert tiny.data.y.size <= gj.sizes.slots_allowed(300)  # not the whole data's program
+
+
+def test_large_models_are_not_padded(monkeypatch, hospital):
+    monkeypatch.setattr(gj.sizes, "SMALL_ROWS", 1000)
+    gj.sizes.forget()
+    model = gj.build_model("y ~ age + sex + (1 | hospital)", hospital)
+    assert model.padding is None and model.structure.p == 3 and model.structure.q == 1
+
+
+def test_several_terms_reuse_a_program_across_rows(hospital):
+    # the joint Laplace engine: rows padded (zero weight); covariates padded
+    gj.sizes.forget()
+    jax.clear_caches()
+    before = _compiled()
+    a = gj.fit("y ~ age + (1 | hospital) + (1 | comorb)", hospital)
+    b = gj.fit("y ~ age + sex + teaching + (1 | hospital) + (1 | comorb)",
+               hospital.query("age < 1.5"))
+    assert _compiled() - before == 1
+    assert a.converged and b.converged and b.nobs < a.nobs
