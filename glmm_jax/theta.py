@@ -113,7 +113,7 @@ class Padding:
         if model == program:
             return None
         at = list(range(model.p))
-        for q, Q, sl in zip(model.qs, program.qs, program.factor_slices(), strict=True):
+        for q, sl in zip(model.qs, program.factor_slices(), strict=True):
             at += [sl.start + i * (i + 1) // 2 + j for i, j in zip(*np.tril_indices(q),
                                                                    strict=True)]
         if model.dispersion:

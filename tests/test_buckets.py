@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 import glmm_jax as gj
-from glmm_jax.sizes import bucket
 from glmm_jax.optimize import newton_program
+from glmm_jax.sizes import bucket
 
 
 def _data(sizes, seed=0):
