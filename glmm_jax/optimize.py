@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import xla
+from . import exported, xla
 from .laplace import ClusterData, Structure
 from .modes import MAX_INNER_ITER
 from .objective import conditional, engine, modes, negloglik, value_grad_hess
@@ -145,9 +145,17 @@ def newton_program(data, s):
 
 
 def newton_fit(theta0, u0, data, s, max_iter: int = 100, free=None) -> NewtonResult:
-    """Minimize -log L from theta0 (see ``_newton_fit``), compiled for the model's size."""
+    """Minimize -log L from theta0 (see ``_newton_fit``), compiled for the model's size
+    (its traced program kept on disk where it can be: exported.py)."""
+    theta0 = np.asarray(theta0, dtype=float)
     free = np.ones(len(theta0)) if free is None else np.asarray(free, dtype=float)
-    return newton_program(data, s)(theta0, u0, data, s, max_iter=max_iter, free=free)
+    program = newton_program(data, s)
+    out = exported.call(
+        "newton", lambda t, u, d, m: _newton_fit(t, u, d, s, max_iter, m),
+        (theta0, u0, data, free), (s, max_iter), program._options, (NewtonResult,))
+    if out is None:
+        out = program(theta0, u0, data, s, max_iter=max_iter, free=free)
+    return out
 
 
 @partial(xla.jit, static_argnames=("s", "max_iter", "fields"))

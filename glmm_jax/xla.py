@@ -9,6 +9,9 @@ defaults instead of failing.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+from pathlib import Path
 
 import jax
 
@@ -27,8 +30,28 @@ SMALL = {**DEFAULT, "xla_cpu_use_fusion_emitters": False}
 
 @functools.cache
 def accepted(options: frozenset) -> dict:
-    """The subset of ``options`` (name, value pairs) that this jaxlib's XLA accepts."""
-    kept = dict(options)
+    """The subset of ``options`` (name, value pairs) that this jaxlib's XLA accepts
+    (the answer kept beside the compilation cache, if on: the probe costs 0.1-0.2 s)."""
+    base = jax.config.jax_compilation_cache_dir
+    name = hashlib.sha256(repr((jax.__version__, jax.lib.__version__, jax.default_backend(),
+                                sorted(options))).encode()).hexdigest()[:32]
+    path = Path(base) / "glmm_jax_programs" / f"options-{name}.json" if base else None
+    try:
+        return {k: v for k, v in options if k in json.loads(path.read_text())}
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    kept = _probe(dict(options))
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(sorted(kept)))
+        except OSError:
+            pass
+    return kept
+
+
+def _probe(kept: dict) -> dict:
+    """The options of ``kept`` that compile a trivial program."""
     while kept:
         try:
             jax.jit(lambda x: x + 1.0).lower(0.0).compile(compiler_options=kept)

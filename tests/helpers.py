@@ -1,4 +1,5 @@
-"""Independent numerical references for the test suite (NumPy/SciPy only).
+"""Independent numerical references for the test suite (NumPy/SciPy only), and a count
+of XLA compilations.
 
 Nothing here calls glmm_jax: these are the brute-force integrals, log densities and
 parameter-vector helpers the tests compare glmm_jax against.
@@ -8,7 +9,25 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from jax import monitoring
 from scipy import optimize, special, stats
+
+_COMPILED = [0]
+
+
+def _on_event(name: str, secs: float, **kwargs) -> None:
+    if name == "/jax/core/compile/backend_compile_duration":
+        _COMPILED[0] += 1
+
+
+monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def compilations() -> int:
+    """XLA programs compiled (or loaded from the persistent cache) so far in this
+    process, by JAX's own event: whatever path a program takes, it counts."""
+    return _COMPILED[0]
+
 
 CBPP_FORMULA = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 OWLS_FORMULA = ("SiblingNegotiation ~ FoodTreatment * SexParent + offset(logBroodSize) "
