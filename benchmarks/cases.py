@@ -29,6 +29,7 @@ class Case:
     slope: bool  # False: (1 | hospital); True: (1 + age | hospital)
     optional: bool = False  # not run unless asked for by name
     slow_peers: frozenset[str] = field(default_factory=frozenset)  # skipped by --skip-slow
+    shuffled: bool = False  # rows in random order (as real extracts), not by hospital
 
     @property
     def random(self) -> str:
@@ -55,6 +56,8 @@ CASES: dict[str, Case] = {
     c.name: c
     for c in [
         Case("logit_ri_100k", 100_000, 2_000, "binomial", slope=False),
+        Case("logit_ri_100k_shuffled", 100_000, 2_000, "binomial", slope=False,
+             shuffled=True),
         Case("logit_slope_200k", 200_000, 5_000, "binomial", slope=True,
              slow_peers=frozenset({"lme4"})),
         Case("poisson_ri_500k", 500_000, 10_000, "poisson", slope=False, optional=True,
@@ -89,8 +92,12 @@ def _simulator():
 
 
 def simulate(case: Case):
-    """Simulate the registry of ``case`` (a pandas DataFrame)."""
-    return _simulator()(
+    """Simulate the registry of ``case`` (a pandas DataFrame; shuffled: its rows in a
+    random order, the index 0..n-1)."""
+    df = _simulator()(
         n_rows=case.n_rows, n_hospitals=case.n_hospitals, family=case.family,
         slope_sd=case.slope_sd, seed=SEED,
     )
+    if case.shuffled:
+        df = df.sample(frac=1.0, random_state=SEED).reset_index(drop=True)
+    return df
