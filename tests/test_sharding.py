@@ -54,6 +54,7 @@ for name in ("cbpp", "nested"):  # a batch of responses in one vmapped, sharded 
         "dtheta": max(float(np.max(np.abs(a.theta - b.theta))) for a, b in zip(four, one)),
         "dloglik": max(abs(a.loglik - b.loglik) for a, b in zip(four, one))}
 gj.laplace.BLOCK_ROWS = 128  # several blocks, each sharded over the four devices
+gj.sizes.SMALL_ROWS = 0  # (small models take one block: sizes.py)
 blocks = gj.fit("y ~ x + (1 + x | g)", df, family="poisson")
 one = gj.fit("y ~ x + (1 + x | g)", df, family="poisson", devices=jax.devices()[:1])
 model = gj.build_model("y ~ x + (1 + x | g)", df, family="poisson")
