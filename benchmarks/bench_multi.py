@@ -6,8 +6,12 @@ instructors + 28 dept:service levels, REML) and a 1M-row Poisson registry of vis
 wards in hospitals with an observation-level effect (simulated; glmm_jax only: the peers
 would need a sparse 1M x 1M Hessian factorization per evaluation).
 
-Usage: ``python benchmarks/bench_multi.py [--cases a,b]``. glmm_jax runs in a fresh
-process with an empty compilation cache (cold = first fit, warm = median of the next
+Also lme4's real InstEval, REML and ML (``insteval``, ``insteval_ml``), read from
+``$GLMM_JAX_INSTEVAL_CSV`` (default ``../shared/reference/data/InstEval.csv``; skipped
+where absent).
+
+Usage: ``python benchmarks/bench_multi.py [--cases a,b] [--peers lme4,glmmTMB]``.
+glmm_jax runs in a fresh process with an empty compilation cache (cold = first fit, warm = median of the next
 ``WARM[case]`` fits) and reports its peak RSS and the peak memory of the warm fits; lme4
 and glmmTMB (through ``Rscript peers_multi.R``, when installed) report the median of three
 fits after a warm-up fit. Writes ``results/multi_<timestamp>.json`` and
@@ -17,6 +21,7 @@ fits after a warm-up fit. Writes ``results/multi_<timestamp>.json`` and
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -38,9 +43,16 @@ CASES = {
                      "y ~ service + (1 | s) + (1 | d) + (1 | dept:service)"),
     "nested_registry_1m": ("nested_registry_1m", "poisson",
                            "y ~ age + sex + (1 | hospital/ward) + (1 | obs)"),
+    # lme4's InstEval (73,421 ratings), REML and ML: read from INSTEVAL_CSV
+    "insteval": ("insteval", "gaussian", "y ~ service + (1 | s) + (1 | d) + (1 | dept:service)"),
+    "insteval_ml": ("insteval", "gaussian",
+                    "y ~ service + (1 | s) + (1 | d) + (1 | dept:service)"),
 }
+ML = {"insteval_ml"}  # Gaussian cases fitted by ML (the others: REML, lmer's default)
 WARM = {"nested_registry_1m": 2}  # warm fits timed (default 3)
 NO_PEERS = {"nested_registry_1m": "not run: 1M observation-level effects"}
+INSTEVAL_CSV = Path(os.environ.get("GLMM_JAX_INSTEVAL_CSV", HERE.parent.parent / "shared"
+                                   / "reference" / "data" / "InstEval.csv"))
 
 
 def simulate_insteval(seed: int = 0):
@@ -84,6 +96,9 @@ def data(case: str):
         return simulate_insteval()
     if name == "nested_registry_1m":
         return simulate_nested_registry()
+    if name == "insteval":
+        df = pd.read_csv(INSTEVAL_CSV)
+        return df.assign(**{c: df[c].astype(str) for c in ("s", "d", "dept", "service")})
     df = gj.datasets.load(name)
     if name == "verbagg":
         df = df.assign(y=(df.r2 == "Y").astype(int),
@@ -112,14 +127,15 @@ def run_glmm_jax(case: str) -> dict:
     _, family, formula = CASES[case]
     df = data(case)
     t0 = time.perf_counter()
-    gj.fit(formula, df, family=family)
+    reml = False if case in ML else None
+    gj.fit(formula, df, family=family, reml=reml)
     cold = time.perf_counter() - t0
     release_free_memory()
     before, reset = current_rss_mb(), reset_peak_rss()
     warm = []
     for _ in range(WARM.get(case, 3)):
         t0 = time.perf_counter()
-        res = gj.fit(formula, df, family=family)
+        res = gj.fit(formula, df, family=family, reml=reml)
         warm.append(time.perf_counter() - t0)
     out = {"engine": "glmm_jax", "cold_s": cold, "time_s": statistics.median(warm),
            "warm_runs_s": warm, "loglik": res.loglik, "converged": res.converged,
@@ -143,6 +159,9 @@ def run_r(case: str, engine: str) -> dict:
             data(case).to_csv(path, index=False)
             return run_marked(["Rscript", str(HERE / "peers_multi.R"), case, str(path),
                                engine], 1200, engine)
+    if name == "insteval":
+        return run_marked(["Rscript", str(HERE / "peers_multi.R"), case, str(INSTEVAL_CSV),
+                           engine], 1200, engine)
     src = {"verbagg": "VerbAgg.csv", "grouseticks": "grouseticks.csv"}[name]
     path = HERE.parent / "glmm_jax" / "datasets" / "data" / src
     return run_marked(["Rscript", str(HERE / "peers_multi.R"), case, str(path), engine],
@@ -153,13 +172,18 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         print(MARKER + json.dumps(run_glmm_jax(sys.argv[2])), flush=True)
         return
-    cases = list(CASES)
-    if len(sys.argv) > 2 and sys.argv[1] == "--cases":
-        cases = sys.argv[2].split(",")
+    cases, engines = list(CASES), ["lme4", "glmmTMB"]
+    args = sys.argv[1:]
+    if "--cases" in args:
+        cases = args[args.index("--cases") + 1].split(",")
+    if "--peers" in args:  # e.g. --peers lme4 (glmmTMB takes ~40 s a fit on InstEval)
+        engines = [e for e in args[args.index("--peers") + 1].split(",") if e]
     out = []
+    if not INSTEVAL_CSV.exists():  # lme4's InstEval is not shipped: skipped without it
+        cases = [c for c in cases if CASES[c][0] != "insteval"]
     for case in cases:
         gj = run_fresh([sys.executable, __file__, "--child", case], 1800, "glmm_jax")
-        peers = [run_r(case, e) for e in ("lme4", "glmmTMB")]
+        peers = [run_r(case, e) for e in engines]
         row = {"case": case, "glmm_jax": gj, "peers": peers}
         for p in peers:
             if "time_s" in p and "time_s" in gj:

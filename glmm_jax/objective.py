@@ -189,11 +189,6 @@ def unpack_np(theta: np.ndarray, s):
     return beta, Ls + [np.eye(s.p)] * int(s.reml), log_phi
 
 
-def pack(beta, L, log_phi, s) -> np.ndarray:
-    """Inverse of :func:`unpack` (NumPy): ``L`` one factor or a list of them."""
-    return s.theta.pack(beta, L if isinstance(L, list) else [L], log_phi)
-
-
 def modes(theta, u0, data, s):
     """Conditional modes u_hat(theta), started from u0; and the Newton iterations used."""
     return engine(s).modes(theta, u0, data, s)
