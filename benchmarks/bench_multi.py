@@ -11,11 +11,11 @@ Also lme4's real InstEval, REML and ML (``insteval``, ``insteval_ml``), read fro
 where absent).
 
 Usage: ``python benchmarks/bench_multi.py [--cases a,b] [--peers lme4,glmmTMB]``.
-glmm_jax runs in a fresh process with an empty compilation cache (cold = first fit, warm = median of the next
-``WARM[case]`` fits) and reports its peak RSS and the peak memory of the warm fits; lme4
-and glmmTMB (through ``Rscript peers_multi.R``, when installed) report the median of three
-fits after a warm-up fit. Writes ``results/multi_<timestamp>.json`` and
-``multi_latest.json``.
+glmm_jax runs in a fresh process with an empty compilation cache (cold = first fit,
+warm = median of the next ``WARM[case]`` fits) and reports its peak RSS and the peak
+memory of the warm fits; lme4 and glmmTMB (through ``Rscript peers_multi.R``, when
+installed) report the median of three fits after a warm-up fit. Writes
+``results/multi_<timestamp>.json`` and ``multi_latest.json``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ the user already configured for JAX is left as it is.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -41,3 +42,25 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     return Path(path)
+
+
+def programs_dir() -> Path | None:
+    """Where glmm_jax keeps its own files beside the cache (traced programs, the compile
+    options this XLA accepts); None when the cache is off."""
+    base = jax.config.jax_compilation_cache_dir
+    return Path(base) / "glmm_jax_programs" if base else None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a reader sees the whole file or none),
+    readable by every user of a shared cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -15,22 +15,24 @@ cannot be stored or loaded, the caller traces it as usual.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
-import tempfile
+import threading
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from . import xla
+from ._cache import programs_dir, write_atomic
 
 _LOADED: dict[tuple, object] = {}  # in this process: key -> loaded program (None: failed)
 _REGISTERED: set[type] = set()
+_LOCK = threading.Lock()
+# JAX settings that change what a function traces to
+_SETTINGS = ("jax_enable_x64", "jax_numpy_dtype_promotion", "jax_default_matmul_precision",
+             "jax_numpy_rank_promotion")
 
 
-@functools.cache
 def _source_hash() -> str:
     """A hash of glmm_jax's source: a program stored by other code is never loaded."""
     h = hashlib.sha256()
@@ -40,45 +42,58 @@ def _source_hash() -> str:
 
 
 def _directory() -> Path | None:
-    """Where programs are stored: beside XLA's persistent cache (None when it is off)."""
-    base = jax.config.jax_compilation_cache_dir
-    return Path(base) / "glmm_jax_programs" if base else None
+    return programs_dir()
 
 
 def call(name: str, fun, args: tuple, static, options: dict, out_types: tuple = ()):
     """``fun(*args)`` (``static``: the arguments bound in ``fun``, hashable, part of the
     key; ``name`` names the program) through its stored export, compiled with XLA
     ``options``; None where no stored program can serve (the caller then runs its own
-    jitted function). ``out_types``: NamedTuple types of the result, for serialization."""
+    jitted function): the store off, arrays on several devices, a static argument of a
+    type defined outside glmm_jax (a user's family: its code is not in the key), or a
+    program that cannot be exported, stored, loaded or run. ``out_types``: NamedTuple
+    types of the result, for serialization."""
     directory = _directory()
     leaves, tree = jax.tree.flatten(args)
-    if directory is None or not _one_device(leaves):
+    platform = _platform(leaves)
+    if directory is None or platform is None or not _own(static):
         return None
     shapes = tuple((tuple(np.shape(a)), str(a.dtype)) for a in leaves)
-    key = (name, static, str(tree), shapes, tuple(sorted(options.items())))
-    if key not in _LOADED:
-        _LOADED[key] = _load_or_store(key, fun, args, options, out_types, directory)
-    loaded = _LOADED[key]
-    return None if loaded is None else loaded(*args)
+    key = (name, platform, static, str(tree), shapes, tuple(sorted(options.items())),
+           tuple(str(getattr(jax.config, k, None)) for k in _SETTINGS))
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load_or_store(key, fun, args, options, out_types, directory,
+                                          platform)
+        loaded = _LOADED[key]
+    if loaded is None:
+        return None
+    try:
+        return loaded(*args)
+    except Exception:  # noqa: BLE001 - e.g. a program for another platform: trace instead
+        _LOADED[key] = None
+        return None
 
 
 def _load_or_store(key: tuple, fun, args: tuple, options: dict, out_types: tuple,
-                   directory: Path):
+                   directory: Path, platform: str):
     from jax import export
 
-    digest = hashlib.sha256(repr((_source_hash(), jax.__version__, jax.default_backend(),
-                                  key)).encode()).hexdigest()
+    digest = hashlib.sha256(repr((_source_hash(), jax.__version__, key)).encode()).hexdigest()
     path = directory / f"{digest}.jaxexport"
     try:
         _register(list(args) + list(out_types), export)
-        if path.exists():
-            exp = export.deserialize(bytearray(path.read_bytes()))
-        else:
+        exp = export.deserialize(bytearray(path.read_bytes()))
+    except Exception:  # noqa: BLE001 - none yet, or damaged: export (again)
+        try:
             specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), args)
-            exp = export.export(jax.jit(fun))(*specs)
-            _write(path, exp.serialize())
-    except Exception:  # noqa: BLE001 - no flatbuffers, a full disk, a foreign file ...
-        return None
+            exp = export.export(jax.jit(fun), platforms=(platform,))(*specs)
+        except Exception:  # noqa: BLE001 - no flatbuffers, an op export refuses ...
+            return None
+        try:
+            write_atomic(path, exp.serialize())
+        except Exception:  # noqa: BLE001 - a read-only or full disk: use it unstored
+            pass
     return xla.jit(exp.call, options=options)
 
 
@@ -95,19 +110,29 @@ def _register(objects: list, export) -> None:
             _register(list(obj), export)
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write atomically: a reader sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def _own(obj) -> bool:
+    """Whether ``obj`` (static arguments: tuples, dataclasses) holds only values of
+    builtin types and of types defined in glmm_jax."""
+    if isinstance(obj, (tuple, list)):
+        return all(_own(o) for o in obj)
+    if isinstance(obj, (int, float, str, bool, type(None))):
+        return True
+    if not type(obj).__module__.startswith("glmm_jax."):
+        return False
+    fields = getattr(obj, "__dataclass_fields__", None)
+    return fields is None or all(_own(getattr(obj, f)) for f in fields)
 
 
-def _one_device(leaves) -> bool:
+
+
+def _platform(leaves) -> str | None:
+    """The platform of the arrays' one device (NumPy arrays: the default backend's);
+    None for arrays on several devices."""
     devices = set()
     for a in leaves:
         sharding = getattr(a, "sharding", None)
         if sharding is not None:
             devices |= set(sharding.device_set)
-    return len(devices) <= 1
+    if len(devices) > 1:
+        return None
+    return next(iter(devices)).platform if devices else jax.default_backend()

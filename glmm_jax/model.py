@@ -99,12 +99,15 @@ class Model:
 
     def newton(self, theta0, u0=None, max_iter: int = 100, free=None):
         """Newton's method from ``theta0`` (``optimize.newton_fit``; entries where
-        ``free`` is 0 held), as NumPy, in the model's theta."""
+        ``free`` is 0 held), as NumPy: theta, gradient and Hessian in the model's theta,
+        the modes ``u`` (and ``u_cov``) in the engine's layout (see :meth:`modes`)."""
+        theta0 = self._theta(theta0)
         return self._strip(newton_fit(self._embed(theta0), self._u0(u0), self.data,
                                       self.structure, max_iter=max_iter, free=self._free(free)))
 
     def newton_many(self, starts, max_iter: int = 100):
         """:meth:`newton` from each row of ``starts``, in one vmapped program."""
+        starts = [self._theta(t) for t in starts]
         s = self.structure
         u0 = jax.tree.map(lambda a: np.stack([a] * len(starts)), self._u0(None))
         out = jax.tree.map(np.asarray, newton_fit_many(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from pathlib import Path
 
 import jax
+
+from ._cache import programs_dir, write_atomic
 
 # XLA:CPU offloads small contractions to XNNPACK ("ynn" fusions); on the row-level sums
 # here that made the Hessian 3-4x slower (measured: 137 ms -> 34 ms, 100k rows), so it is
@@ -32,37 +33,38 @@ SMALL = {**DEFAULT, "xla_cpu_use_fusion_emitters": False}
 def accepted(options: frozenset) -> dict:
     """The subset of ``options`` (name, value pairs) that this jaxlib's XLA accepts
     (the answer kept beside the compilation cache, if on: the probe costs 0.1-0.2 s)."""
-    base = jax.config.jax_compilation_cache_dir
+    base = programs_dir()
     name = hashlib.sha256(repr((jax.__version__, jax.lib.__version__, jax.default_backend(),
                                 sorted(options))).encode()).hexdigest()[:32]
-    path = Path(base) / "glmm_jax_programs" / f"options-{name}.json" if base else None
-    try:
-        return {k: v for k, v in options if k in json.loads(path.read_text())}
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass
-    kept = _probe(dict(options))
-    if path is not None:
+    path = None if base is None else base / f"options-{name}.json"
+    if path is not None and path.exists():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(sorted(kept)))
+            return {k: v for k, v in options if k in json.loads(path.read_text())}
+        except (OSError, ValueError, TypeError):
+            pass
+    kept, compiled = _probe(dict(options))
+    if path is not None and compiled:  # (not an answer given up on: probe again later)
+        try:
+            write_atomic(path, json.dumps(sorted(kept)).encode())
         except OSError:
             pass
     return kept
 
 
-def _probe(kept: dict) -> dict:
-    """The options of ``kept`` that compile a trivial program."""
+def _probe(kept: dict) -> tuple[dict, bool]:
+    """The options of ``kept`` that compile a trivial program, and whether it compiled
+    (with some options, or none)."""
     while kept:
         try:
             jax.jit(lambda x: x + 1.0).lower(0.0).compile(compiler_options=kept)
-            return kept
+            return kept, True
         except Exception as exc:  # noqa: BLE001 - the error type differs across versions
             unknown = [k for k in kept if k in str(exc)]
             if not unknown:
-                return {}
+                return {}, False
             for k in unknown:
                 del kept[k]
-    return kept
+    return kept, True
 
 
 class _Jit:
