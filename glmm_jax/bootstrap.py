@@ -85,7 +85,6 @@ def bootstrap(res, n: int = 1000, seed: int = 0, statistic=None,
         names = list(estimate.index)
     bar = _bar(n, progress)
     values, failures = [], Counter()
-    s = model.structure
     for _, one, fitted, run, notes in model.fit_batches(
             Y, start=res.theta, batch_size=min(batch_size, n), progress=bar.update,
             batch_iter=BATCH_ITER, lbfgs=False):
@@ -97,8 +96,8 @@ def bootstrap(res, n: int = 1000, seed: int = 0, statistic=None,
             values.append(varpar.values(np.asarray(one.theta), res))
         else:
             m = fitted()
-            r = make_result(model.formula, m.frame, s.family, s, one, run, notes,
-                            model.clusters, model=m)
+            r = make_result(model.formula, m.frame, m.structure.family, m.structure, one,
+                            run, notes, m.clusters, model=m)
             values.append(np.asarray(_as_series(statistic(r), names), dtype=float))
     bar.close()
     if not values:

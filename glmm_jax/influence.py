@@ -167,7 +167,7 @@ def _clusters(frame, group):
 def _refit_batched(model, res, codes, K, max_iter, batch_size):
     """Each refit as (GLMMResult, theta in the fit's order), from one vmapped program per
     batch: the rows of the level left out get prior weight 0."""
-    f, s = model.frame, model.structure
+    f = model.frame
     order = _order(res.model.theta_names, model.theta_names)
     size = min(batch_size, K)
     out = []
@@ -177,8 +177,9 @@ def _refit_batched(model, res, codes, K, max_iter, batch_size):
         for _, one, fitted, run, notes in model.fit_batches(
                 np.broadcast_to(f.y, W.shape), start=np.asarray(res.theta)[order],
                 max_iter=max_iter, batch_size=size, weights=W):
-            r = make_result(model.formula, f, s.family, s, one, run, notes,
-                            model.clusters, builder=fitted)
+            m = fitted()  # (the frame: the fit's, with its own prior weights)
+            r = make_result(model.formula, f, m.structure.family, m.structure, one, run,
+                            notes, m.clusters, model=m)
             out.append((r, _back(r.theta, order)))
     return out
 

@@ -55,14 +55,17 @@ class Laid(NamedTuple):
 
 
 def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: bool = False,
-            engine: str | None = None) -> Laid:
+            engine: str | None = None, pad: bool = True) -> Laid:
     """Choose the engine (or take ``engine``: "single" for one grouping factor's
     per-cluster path, "multi" for the joint Laplace path of several terms, "lmm" for a
     Gaussian model from cross products) and lay the frame out for it on ``devices``.
 
     A model without random terms (a GLM) takes the "multi" engine with no terms: no
     modes, and its likelihood is exact (``nagq`` is ignored); under REML (Gaussian) the
-    fixed effects are its one pseudo-term, so the restricted likelihood is lme4's."""
+    fixed effects are its one pseudo-term, so the restricted likelihood is lme4's.
+    ``pad=False`` lays a small model out as a large one (sizes.py): its own columns and
+    the fine grid of sizes, for programs that are not shared (a vmapped batch of refits).
+    """
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise GLMMInputError("devices= is empty")
@@ -73,7 +76,7 @@ def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: b
         if engine not in (None, "multi"):
             raise GLMMInputError(f"engine={engine!r}: a model without random terms is "
                                  "fitted by the 'multi' engine")
-        return _build_multi(frame, fam, 1, reml, devices)
+        return _build_multi(frame, fam, 1, reml, devices, pad)
     if engine in (None, "lmm") and fam.name == "gaussian":
         laid = _build_lmm(frame, fam, nagq, reml, devices)
         if laid is not None:
@@ -84,13 +87,14 @@ def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: b
     elif engine == "lmm":
         raise GLMMInputError(f"engine='lmm' fits Gaussian models, not {fam.name!r}")
     if engine == "multi" or (engine is None and (len(frame.groups) > 1 or reml)):
-        return _build_multi(frame, fam, nagq, reml, devices)
+        return _build_multi(frame, fam, nagq, reml, devices, pad)
     if len(frame.groups) > 1 or reml:
         raise GLMMInputError("engine='single' needs one random term (and ML)")
-    return _build_single(frame, fam, nagq, devices)
+    return _build_single(frame, fam, nagq, devices, pad)
 
 
-def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices) -> Laid:
+def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices, pad: bool = True
+                  ) -> Laid:
     """One grouping factor: the per-cluster path (laplace.py), in blocks of clusters."""
     grouping = frame.groups[0]
     q = grouping.Z.shape[1]
@@ -102,14 +106,14 @@ def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices) -> Laid:
     p = frame.X.shape[1]
     # a small model's program: fixed effects padded (sizes.py) and a random intercept in
     # a program for two effects (its second column of Z zero) under the Laplace rule
-    width, Q = sizes.fixed_width(p, len(frame.y)), q
-    if sizes.small(len(frame.y)) and q == 1 and nagq == 1:
-        Q = 2
+    small = pad and sizes.small(len(frame.y))
+    width, Q = (sizes.fixed_width(p, len(frame.y)), 2 if q == 1 and nagq == 1 else q
+                ) if small else (p, q)
     # pad blocks, clusters and chunks (sizes.py), so that models of nearby sizes reuse one
     # compiled program (padding has zero weight; empty clusters add exactly 0); chunks to
     # a multiple of the number of devices, over which they are sharded
     layout, n_groups, n_chunks, n_blocks = _single_sizes(
-        grouping, ("single", fam, Q, width, nagq, len(devices)), devices)
+        grouping, ("single", fam, Q, width, nagq, len(devices)), devices, small)
     s = Structure(fam, width, Q, n_groups, nagq)
     arrays = frame_arrays(frame, fam, layout, n_chunks, n_groups, n_blocks,
                           put=lambda a: place(a, devices), width=width, q=Q)
@@ -131,7 +135,7 @@ def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices) -> Laid:
                 _padding(frame, s))
 
 
-def _single_sizes(grouping, key: tuple, devices):
+def _single_sizes(grouping, key: tuple, devices, small: bool):
     """The chunk layout of one grouping factor and the program's sizes: clusters per
     block, chunks per block, blocks. A small model takes the sizes of a program already
     laid out under the same ``key`` when its rows fit (sizes.reuse), else powers of two."""
@@ -140,7 +144,7 @@ def _single_sizes(grouping, key: tuple, devices):
     def to_devices(m):
         return -(-m // d) * d
 
-    if not sizes.small(len(codes)):
+    if not small:
         layout = make_layout(codes, J, block_rows=block_rows(devices[0].platform))
         return (layout, bucket(layout.max_clusters), to_devices(bucket(layout.max_chunks)),
                 bucket(layout.n_blocks))
@@ -199,7 +203,7 @@ def _check_one_term_for_agq(frame: ModelFrame, nagq: int) -> None:
 
 
 def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
-                 devices=None) -> Laid:
+                 devices=None, pad: bool = True) -> Laid:
     """Several random terms (or REML): joint Laplace (crossed.py). Nested terms, finest
     first, are eliminated level by level (nested.py); otherwise the term with the most
     effects comes first (it is eliminated; lme4 too orders terms by their number of
@@ -224,10 +228,11 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     frame = replace(frame, groups=tuple(groups))
     qs = tuple(Z.shape[1] for Z, _ in terms)
     n, d = len(frame.y), len(devices)
-    width = p if reml else sizes.fixed_width(p, n)
+    small = pad and sizes.small(n)
+    width = sizes.fixed_width(p, n) if small and not reml else p
     s = MultiStructure(fam, width, qs, Js, reml=reml, nested=anc is not None)
     rows_to = -(-n // d) * d
-    if sizes.small(n):  # rows: a power of two, or those of a program already laid out
+    if small:  # rows: a power of two, or those of a program already laid out
         allowed = sizes.slots_allowed(n)
         rows_to = sizes.reuse(("multi", s, d), lambda sz: n <= sz[0] <= allowed,
                               (-(-sizes.power_of_two(n) // d) * d,))[0]

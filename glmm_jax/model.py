@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -12,7 +13,7 @@ import pandas as pd
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import separation, xla
+from . import separation, sizes, xla
 from .crossed import MultiStructure
 from .design import ModelFrame, build_frame
 from .errors import GLMMFitError, GLMMInputError
@@ -54,6 +55,7 @@ class Model:
     respond: object = field(default=None, repr=False, compare=False)  # see layout.Laid
     separation: object = field(default=None, repr=False, compare=False)  # build_model's check
     padding: Padding | None = None  # the program's zero fixed-effect columns (sizes.py)
+    generous: bool = True  # laid out with the generous sizes of small models (sizes.py)
 
     def __repr__(self) -> str:
         s = self.structure
@@ -209,6 +211,26 @@ class Model:
             frame = replace(frame, weights=weights)
         return replace(self, frame=frame, data=self.data._replace(**new))
 
+    def _with_response_weights(self, y, trials, weights=None) -> Model:
+        """This model with the response ``y`` (and ``trials``) and, if given, new prior
+        ``weights`` (one per row)."""
+        return self._with_fields(y, trials, self.respond(y, trials, weights), weights)
+
+    @functools.cached_property
+    def unpadded(self) -> Model:
+        """This model laid out without the padding of small models (``sizes.py``): its
+        own fixed effects and terms, the fine grid of sizes; the model itself where
+        nothing is padded. For programs of its own (:meth:`fit_batches`)."""
+        s = self.structure
+        if not self.generous or engine(s).name == "lmm" or not sizes.small(len(self.frame.y)):
+            return self
+        sharding = jax.tree.leaves(self.data)[0].sharding
+        devices = (list(sharding.mesh.devices.flat) if isinstance(sharding, NamedSharding)
+                   else list(sharding.device_set))
+        return replace(model_from_frame(self.formula, self.frame, s.family, s.nagq, devices,
+                                        bool(getattr(s, "reml", False)), engine(s).name,
+                                        pad=False), separation=self.separation)
+
     @staticmethod
     def _checked_weights(weights, shape) -> np.ndarray:
         """Per-fit prior weights ([K, n], or [n] for all K fits), non-negative and finite."""
@@ -230,13 +252,12 @@ class Model:
         from ``start`` (default: :meth:`start` of the model's own data).
         A response whose Newton run stops early continues with L-BFGS, as in
         :meth:`fit`; warnings are not issued (see each result's ``convergence``)."""
-        s = self.structure
         out = []
         for _, one, make, run, notes in self.fit_batches(Y, trials, start, max_iter,
                                                          batch_size):
-            model = make()
-            out.append(make_result(self.formula, model.frame, s.family, s, one, run,
-                                   notes, self.clusters, model=model))
+            m = make()
+            out.append(make_result(self.formula, m.frame, m.structure.family, m.structure,
+                                   one, run, notes, m.clusters, model=m))
         return out
 
     def fit_batches(self, Y, trials=None, start=None, max_iter: int = 100,
@@ -244,16 +265,20 @@ class Model:
                     lbfgs: bool = True, weights=None):
         """:meth:`fit_responses` without building results: yields, per response ``i``,
         ``(i, newton_result, model, run, notes)``: the optimizer's output as NumPy,
-        ``model()`` makes the model with that response, its ``fitresult.Run`` record,
-        and fallback notes. ``progress(k)`` is called after each batch of k responses.
-        ``weights`` ([K, n], or [n]) replace the prior weights of each fit (0 leaves a
-        row out), for the "single" and "multi" engines.
+        ``model()`` makes the model with that response (the one whose layout the
+        result's modes are in: build results with its structure and clusters), its
+        ``fitresult.Run`` record, and fallback notes. ``progress(k)`` is called after
+        each batch of k responses. ``weights`` ([K, n], or [n]) replace the prior
+        weights of each fit (0 leaves a row out), for the "single" and "multi" engines.
 
         A batch runs until its slowest fit ends, so with ``batch_iter`` the vmapped
         program stops after that many iterations and the fits it leaves unconverged
         continue one by one (Newton, then, with ``lbfgs``, the L-BFGS fallback) up to
-        ``max_iter``."""
-        f, s = self.frame, self.structure
+        ``max_iter``, with the model's own compiled program. The batches run on
+        :attr:`unpadded` (their vmapped program is their own: a small model's padding
+        would only slow it)."""
+        batched = self.unpadded
+        f, s = batched.frame, batched.structure
         Y = np.atleast_2d(np.asarray(Y, dtype=float))
         if Y.ndim != 2 or Y.shape[1] != len(f.y):
             raise GLMMInputError(f"fit_responses: Y needs one row of {len(f.y)} values per "
@@ -264,35 +289,40 @@ class Model:
             self._checked_response(Y[k], T[k], f"fit_responses: response {k}")
         W = None if weights is None else self._checked_weights(weights, Y.shape)
         theta0 = self.start() if start is None else self._theta(start)
-        u0 = zero_modes(s, self.data, np)
+        u0 = zero_modes(s, batched.data, np)
+        w_of = (lambda i: None) if W is None else (lambda i: np.array(W[i]))
         for b0 in range(0, len(Y), batch_size):
             idx = list(range(b0, min(b0 + batch_size, len(Y))))
-            parts = {i: self.respond(Y[i], T[i], None if W is None else W[i]) for i in idx}
-            w_of = (lambda i: None) if W is None else (lambda i: np.array(W[i]))
+            parts = {i: batched.respond(Y[i], T[i], w_of(i)) for i in idx}
             pad = [parts[i] for i in idx] + [parts[idx[0]]] * (batch_size - len(idx))
             fields = tuple(parts[idx[0]])
-            data = self.data._replace(**{  # a batch axis in front, sharded as the field
+            data = batched.data._replace(**{  # a batch axis in front, sharded as the field
                 k: jax.device_put(np.stack([p[k] for p in pad]),
-                                  _batched(getattr(self.data, k).sharding))
+                                  _batched(getattr(batched.data, k).sharding))
                 for k in fields})
             stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
             res = jax.tree.map(np.asarray, newton_fit_many(
-                np.tile(self._embed(theta0), (batch_size, 1)), stack, data, s,
+                np.tile(batched._embed(theta0), (batch_size, 1)), stack, data, s,
                 max_iter=min(max_iter, batch_iter or max_iter), fields=fields,
-                free=self._free()))
-            batch = [self._strip(jax.tree.map(lambda a, j=j: a[j], res))
+                free=batched._free()))
+            batch = [batched._strip(jax.tree.map(lambda a, j=j: a[j], res))
                      for j in range(len(idx))]
             for i, one in zip(idx, batch, strict=False):
-                model = partial(self._with_fields, Y[i], T[i], parts[i], w_of(i))
+                model = partial(batched._with_fields, Y[i], T[i], parts[i], w_of(i))
                 run = Run(theta0, max_iter)
                 run.newton(one)
                 notes = ()
-                if not one.converged and not one.line_search_failed and \
-                        one.n_iter < max_iter:  # stopped at batch_iter: go on alone
-                    one = model().newton(one.theta, one.u, max_iter=max_iter - one.n_iter)
-                    run.newton(one)
-                if lbfgs and not one.converged:
-                    one, notes = model().continue_with_lbfgs(one, max_iter, run)
+                if not one.converged and (lbfgs or not one.line_search_failed and
+                                          one.n_iter < max_iter):
+                    # go on alone, with the model's own program (its modes from zero)
+                    model = partial(self._with_response_weights, Y[i], T[i], w_of(i))
+                    if not one.line_search_failed and one.n_iter < max_iter:
+                        one = model().newton(one.theta, max_iter=max_iter - one.n_iter)
+                        run.newton(one)
+                    if lbfgs and not one.converged:
+                        m = model()
+                        one, notes = m.continue_with_lbfgs(one._replace(u=m._u0(None)),
+                                                           max_iter, run)
                 yield i, one, model, run, notes
             if progress is not None:
                 progress(len(idx))
@@ -392,11 +422,13 @@ def build_model(
 
 
 def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1,
-                     devices=None, reml: bool = False, engine: str | None = None) -> Model:
-    """A Model of a validated frame (see :func:`build_model`)."""
-    laid = lay_out(frame, fam, nagq, devices, reml, engine)
+                     devices=None, reml: bool = False, engine: str | None = None,
+                     pad: bool = True) -> Model:
+    """A Model of a validated frame (see :func:`build_model`; ``pad``: see
+    ``layout.lay_out``)."""
+    laid = lay_out(frame, fam, nagq, devices, reml, engine, pad)
     return Model(formula, laid.frame, laid.structure, laid.data, laid.clusters, laid.respond,
-                 padding=laid.padding)
+                 padding=laid.padding, generous=pad)
 
 
 def ml_fit(res) -> GLMMResult:

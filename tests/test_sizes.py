@@ -131,3 +131,20 @@ def test_several_terms_reuse_a_program_across_rows(hospital):
                hospital.query("age < 1.5"))
     assert compilations() == before
     assert a.converged and b.converged and b.nobs < a.nobs
+
+
+def test_batches_of_refits_run_unpadded(hospital):
+    # a vmapped batch compiles its own program: it runs on the model laid out without
+    # the padding (which would only slow it), and gives the padded model's fits
+    model = gj.build_model("y ~ age + sex + (1 | hospital)", hospital)
+    assert model.padding is not None
+    plain = model.unpadded
+    assert plain.padding is None and plain.structure.p == 3 and plain.structure.q == 1
+    assert plain.unpadded is plain and plain.theta_names == model.theta_names
+    fit = model.fit()
+    y = model.frame.y
+    (again,) = model.fit_responses(y[None, :], batch_size=1)
+    assert again.loglik == pytest.approx(fit.loglik, abs=1e-9)
+    np.testing.assert_allclose(again.theta, fit.theta, atol=1e-8)
+    pd.testing.assert_frame_equal(again.ranef["hospital"], fit.ranef["hospital"],
+                                  rtol=0, atol=1e-7)
