@@ -102,6 +102,8 @@ class Padding:
     [1.0, 2.0, 0.0, 0.0, 0.5, 0.0, 0.0, -1.0]
     >>> pad.strip(np.arange(8.0)).tolist()
     [0.0, 1.0, 4.0, 7.0]
+    >>> Padding.between(ThetaLayout(1, (2, 1), False), ThetaLayout(8, (3, 2), False))
+    Padding(at=(0, 8, 9, 10, 14), size=17)
     """
 
     at: tuple[int, ...]
@@ -114,8 +116,8 @@ class Padding:
             return None
         at = list(range(model.p))
         for q, sl in zip(model.qs, program.factor_slices(), strict=True):
-            at += [sl.start + i * (i + 1) // 2 + j for i, j in zip(*np.tril_indices(q),
-                                                                   strict=True)]
+            at += [int(sl.start + i * (i + 1) // 2 + j)
+                   for i, j in zip(*np.tril_indices(q), strict=True)]
         if model.dispersion:
             at.append(program.size - 1)
         return cls(tuple(at), program.size)
