@@ -51,7 +51,7 @@ class Laid(NamedTuple):
     # respond(y, trials, weights=None): the data's fields that depend on y (NumPy), and
     # with new prior weights (one per row; 0 leaves a row out) the fields that hold them
     respond: object = None
-    padding: Padding | None = None  # zero fixed-effect columns of the program (sizes.py)
+    padding: Padding | None = None  # the program's theta entries beyond the model's (sizes.py)
 
 
 def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: bool = False,
@@ -151,12 +151,15 @@ def _single_sizes(grouping, key: tuple, devices, small: bool):
     counts = np.bincount(codes, minlength=J)
     allowed = sizes.slots_allowed(len(codes))
 
+    def chunks(C):  # chunks of C rows that hold the clusters
+        return int(np.sum(-(-counts // C)))
+
     def fits(sz):
         slots, C, M, n_groups = sz
-        return n_groups >= J and slots <= allowed and int(np.sum(-(-counts // C))) <= M
+        return n_groups >= J and slots <= allowed and chunks(C) <= M
 
     C = chunk_size(counts)
-    M = to_devices(sizes.power_of_two(int(np.sum(-(-counts // C)))))
+    M = to_devices(sizes.power_of_two(chunks(C)))
     _, C, M, n_groups = sizes.reuse(key, fits, (M * C, C, M, sizes.power_of_two(J)))
     return make_layout(codes, J, size=C), n_groups, M, 1
 
@@ -291,8 +294,6 @@ def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups
     return cluster_arrays(widen(frame.X, width), widen(g.Z, q), frame.y, frame.trials, frame.offset,
                           frame.weights * fam.log_const(frame.y, frame.trials), layout,
                           n_chunks, n_groups, n_blocks, put, frame.weights)
-
-
 
 
 def widen(X: np.ndarray, width: int | None) -> np.ndarray:

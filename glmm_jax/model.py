@@ -54,7 +54,7 @@ class Model:
     clusters: tuple | None = None  # one grouping factor: (block, slot) of each cluster
     respond: object = field(default=None, repr=False, compare=False)  # see layout.Laid
     separation: object = field(default=None, repr=False, compare=False)  # build_model's check
-    padding: Padding | None = None  # the program's zero fixed-effect columns (sizes.py)
+    padding: Padding | None = None  # the program's theta entries beyond the model's (sizes.py)
     generous: bool = True  # laid out with the generous sizes of small models (sizes.py)
 
     def __repr__(self) -> str:
@@ -117,12 +117,12 @@ class Model:
             max_iter=max_iter, fields=(), free=self._free()))
         return [self._strip(jax.tree.map(lambda a, k=k: a[k], out)) for k in range(len(starts))]
 
-    def continue_with_lbfgs(self, out, max_iter: int, run: Run, free=None, data=None):
-        """After a Newton run ``out`` that stopped early: :func:`continue_with_lbfgs` (on
-        ``data``, default the model's), in the model's theta."""
+    def continue_with_lbfgs(self, out, max_iter: int, run: Run, free=None):
+        """After a Newton run ``out`` that stopped early: :func:`continue_with_lbfgs`, in
+        the model's theta."""
         out = out._replace(theta=self._embed(out.theta))
-        out, notes = continue_with_lbfgs(out, self.data if data is None else data,
-                                         self.structure, max_iter, run, self._free(free))
+        out, notes = continue_with_lbfgs(out, self.data, self.structure, max_iter, run,
+                                         self._free(free))
         return self._strip(out), notes
 
     def _theta(self, theta) -> np.ndarray:
