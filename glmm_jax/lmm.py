@@ -47,7 +47,7 @@ class LmmData(NamedTuple):
     ent_c: jax.Array  # [E, q0] its values
     pair_j: jax.Array  # [P] level of term 0 shared by a pair of columns r1 <= r2
     pair_rr: jax.Array  # [P] r1 * R + r2
-    pair_c: jax.Array  # [P, q0, q0] outer product of the two columns' values
+    pair_c: jax.Array  # [P, q0, q0] outer product of the two columns' values (half if r1 = r2)
     ZtZr: jax.Array  # [R, R]
     ZtXr: jax.Array  # [R, p]
     Ztyr: jax.Array  # [R]
@@ -132,6 +132,7 @@ def cross_products(X, y, terms, Js, weights=None) -> LmmData | None:
         pair_j, pair_rr = ent_j[e1], ent_r[e1] * np.int32(R) + ent_r[e2]
         pair_c = (ent_c[e1, 0] * ent_c[e2, 0]).reshape(-1, 1, 1) if q0 == 1 else \
             ent_c[e1, :, None] * ent_c[e2, None, :]
+        pair_c[e1 == e2] *= 0.5  # a column with itself: half, as it is summed twice
     else:
         R = 0
         ZtZr, ZtXr, Ztyr = np.zeros((0, 0)), np.zeros((0, p)), np.zeros(0)
@@ -207,7 +208,50 @@ class _Parts(NamedTuple):
     phi: jax.Array
 
 
-def _parts(theta_parts, d: LmmData, s: LmmStructure) -> _Parts:
+def _pair_sums(M, d: LmmData, R: int):
+    """sym K(M): Σ over the pairs of columns sharing a level j of term 0 of
+    <M_j, c_r1 c_r2'>, as an [R, R] symmetric matrix (both orders of a pair; a column
+    with itself once, its pair_c halved)."""
+    K = jax.ops.segment_sum(jnp.einsum("pab,pab->p", M[d.pair_j], d.pair_c), d.pair_rr,
+                            num_segments=R * R).reshape(R, R)
+    return K + K.T
+
+
+def _pair_weights(Wp, d: LmmData, s: LmmStructure):
+    """The adjoint of :func:`_pair_sums`: for each level j of term 0, the derivative of
+    <Wp, sym K(M)> in M_j (Wp symmetric), [J0, q0, q0]."""
+    w = 2.0 * Wp.reshape(-1)[d.pair_rr]
+    return jax.ops.segment_sum(w[:, None, None] * d.pair_c, d.pair_j, num_segments=s.Js[0])
+
+
+def _wprime(Wz, Ls, s: LmmStructure):
+    """Λz Wz Λz': <Wz, Λz' G Λz> = <_wprime(Wz), G>."""
+    return _scale(_scale(Wz, Ls, s, 1, True), Ls, s, 0, True)
+
+
+def _factor_hessian(Wz, G, theta, s: LmmStructure, unpack):
+    """The Hessian in the factors' entries tb of terms 1.. of <Λz Wz Λz', G> ([R, R]
+    matrices): a quadratic form in tb (Λz is linear in it), so it equals ½ tb' Q tb
+    and its gradient is Q tb. With scalar terms only, Q = B + B' for B the sums of
+    Wz ⊙ G over the blocks of two terms' columns."""
+    b_idx = s.scale_indices
+    qs, Js = s.qs[1:s.n_prior], s.Js[1:s.n_prior]
+    if all(q == 1 for q in qs):
+        ends = np.cumsum(Js)
+        blocks = list(zip(ends - np.asarray(Js), ends, strict=True))
+        cols = [jnp.sum(Wz[:, lo:hi] * G[:, lo:hi], axis=1) for lo, hi in blocks]
+        B = jnp.stack([jnp.stack([jnp.sum(c[lo:hi]) for c in cols]) for lo, hi in blocks])
+        return B + B.T
+
+    def form(tb):
+        return jnp.sum(_wprime(Wz, unpack(theta.at[b_idx].set(tb), s)[1], s) * G)
+
+    return jax.hessian(form)(theta[b_idx])
+
+
+def _parts(theta_parts, d: LmmData, s: LmmStructure, pairs: bool = True) -> _Parts:
+    """The pieces of -log L; with ``pairs=False`` G_zz is Zr'Zr alone (the pair sums
+    left out: value_grad_hess adds their derivatives itself)."""
     beta, Ls, log_phi = theta_parts
     phi = jnp.exp(2.0 * log_phi)
     L0, q0 = Ls[0], s.qs[0]
@@ -222,9 +266,7 @@ def _parts(theta_parts, d: LmmData, s: LmmStructure) -> _Parts:
         ee = d.yty - 2.0 * beta @ d.Xty + beta @ d.XtX @ beta
         rz = d.Ztyr - d.ZtXr @ beta
     R = s.r_z
-    K = jax.ops.segment_sum(jnp.einsum("pab,pab->p", M[d.pair_j], d.pair_c), d.pair_rr,
-                            num_segments=R * R).reshape(R, R)
-    G_zz = d.ZtZr - (K + K.T - jnp.diag(jnp.diagonal(K)))
+    G_zz = d.ZtZr - _pair_sums(M, d, R) if pairs and R else d.ZtZr
     Mh = jnp.einsum("jab,jb->ja", M, h)
     g_z = rz - jax.ops.segment_sum(jnp.einsum("ea,ea->e", d.ent_c, Mh[d.ent_j]), d.ent_r,
                                    num_segments=R)
@@ -249,13 +291,11 @@ def _schur(pt: _Parts, Ls, s: LmmStructure):
     return S
 
 
-def _schur_dot(W, pt: _Parts, Ls, s: LmmStructure):
-    """<W, S> without forming S: Λz moves onto W (so that derivatives in the factors of
-    terms 1.. do not carry R x R tangents through the pair sums)."""
+def _schur_dot_rest(W, trace_W, pt: _Parts, Ls, s: LmmStructure):
+    """<W, S> less its term <Λz W_zz Λz', G_zz> (value_grad_hess forms that one as a
+    quadratic form in the factors of terms 1..); ``trace_W`` = tr W_zz."""
     R = s.r_z
-    W_zz = W[:R, :R]
-    out = (jnp.sum(_scale(_scale(W_zz, Ls, s, 1, True), Ls, s, 0, True) * pt.G_zz)
-           + pt.phi * jnp.trace(W_zz))
+    out = pt.phi * trace_W
     if s.reml:
         out = out + 2.0 * jnp.sum(_scale(W[:R, R:], Ls, s, 0, True) * pt.G_zx) + jnp.sum(
             W[R:, R:] * pt.S_xx)
@@ -313,102 +353,161 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     H = hess[rest + <∇_S F, S(θ)> + <∇_g F, g(θ)>] (gradients frozen) + F''[dΦ_a, dΦ_b],
     F''[a, b] = -½ tr(S^{-1}dS_a S^{-1}dS_b) - r_a' S^{-1} r_b,  r_a = dg_a - dS_a S^{-1}g:
     one R x R product per covariance parameter, where autodiff through S^{-1} takes two.
-    Derivatives are taken separately in the parameters of term 0 (and σ, β) and in
-    those of the other terms, so that the pair sums (lmm._parts) are differentiated only
-    in the first, with fixed weights.
+
+    The pair sums (the costly part: millions of pairs for InstEval) enter S only through
+    G_zz = Zr'Zr - sym K(M), M a function of L0 and σ, and enter the first term as
+    <W', G_zz>, W' = Λz W Λz' (a function of the other factors): bilinear in (M, W'),
+    so its derivatives are those of <Wbar, M> + <W', G_zz> at the current M and W'
+    (Wbar = the pair sums' adjoint at W') plus the cross terms <dW'_b, dG_a>. The pair
+    sums are formed once for S and once per entry of L0 (dG_a for dS_a).
     """
-    m, n_beta = theta.shape[0], s.p_theta
+    m, n_beta, R = theta.shape[0], s.p_theta, s.r_z
     b_idx = s.scale_indices
-    a_idx = np.setdiff1d(np.arange(m), b_idx)
-    ta, tb = theta[a_idx], theta[b_idx]
-
-    def parts_ab(ta, tb):  # (beta, Ls, log_phi); Ls[1:] depend on tb only, the rest on ta
-        pa = unpack(theta.at[a_idx].set(ta).at[b_idx].set(jax.lax.stop_gradient(tb)), s)
-        pb = unpack(theta.at[a_idx].set(jax.lax.stop_gradient(ta)).at[b_idx].set(tb), s)
-        return pa[0], [pa[1][0], *pb[1][1:]], pa[2]
-
-    S, gs, rest0 = split(parts_ab(ta, tb), d, s)
-    if S.shape[0]:
+    n0 = s.qs[0] * (s.qs[0] + 1) // 2
+    l0_idx = np.arange(n_beta, n_beta + n0)  # L0's entries; log σ is last
+    parts = unpack(theta, s)
+    pt = _parts(parts, d, s)
+    S, gs, v = _schur(pt, parts[1], s), pt.g * jnp.exp(-parts[2]), _rest(pt, parts[2], d, s)
+    dense = S.shape[0] > 0
+    if dense:
         C = jax.scipy.linalg.cho_factor(S, lower=True)
         X = jax.scipy.linalg.cho_solve(C, jnp.eye(S.shape[0], dtype=S.dtype))
         x = X @ gs
-        W = jax.lax.stop_gradient(0.5 * X + 0.5 * jnp.outer(x, x))
-        xs = jax.lax.stop_gradient(x)
-        v = rest0 + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
+        W = 0.5 * X + 0.5 * jnp.outer(x, x)
+        v = v + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
+        Wz = 0.5 * (W[:R, :R] + W[:R, :R].T)
+        if R:
+            Wbar = _pair_weights(_wprime(Wz, parts[1], s), d, s)
+            Q = _factor_hessian(Wz, pt.G_zz, theta, s, unpack)  # <Λz W_zz Λz', G_zz>
+        trace_W = jnp.sum(Wz.reshape(-1)[::R + 1])
 
-    def linear(ta, tb):  # rest + F linearized in (S, g) at theta; and (S, g/σ)
-        parts = parts_ab(ta, tb)
-        pt = _parts(parts, d, s)
+    def linear(t):  # rest + F linearized in (S, g) at theta, the pair sums as above
+        parts = unpack(t, s)
+        pt = _parts(parts, d, s, pairs=False)
         g_t = pt.g * jnp.exp(-parts[2])
         out = _rest(pt, parts[2], d, s)
-        if S.shape[0]:
-            out = out + _schur_dot(W, pt, parts[1], s) - xs @ g_t
-        return out, (_schur(pt, parts[1], s), g_t)
+        if dense:
+            out = out + _schur_dot_rest(W, trace_W, pt, parts[1], s) - x @ g_t
+            if R:
+                tb = t[b_idx]
+                out = out + 0.5 * tb @ Q @ tb - jnp.sum(Wbar * pt.M)
+        return out, g_t
 
-    def outputs(ta, tb):  # its gradient, S and g/σ, from one evaluation of _parts
-        grads, (S_t, g_t) = jax.grad(linear, argnums=(0, 1), has_aux=True)(ta, tb)
-        return grads, S_t, g_t
+    # the Hessian of the linearized objective and dg/σ, one linearization
+    (g, _), lin = jax.linearize(lambda t: jax.grad(linear, has_aux=True)(t), theta)
+    eye = jnp.eye(m, dtype=theta.dtype)
+    H, dg = jax.vmap(lin)(eye)  # rows: directions
+    if not dense:
+        return v, g, 0.5 * (H + H.T)
+    # dS in L0 (through M, the pair sums of dM once each) and in the factors of terms 1..
+    # (through Λz alone); 0 in beta; log σ follows below
+    e0, eb = eye[l0_idx], eye[b_idx]
 
-    # one linearization per parameter group: the Hessian of the linearized objective,
-    # and dS, dg/σ (dS only in L0 and b: it is 0 in beta, and log σ follows below)
-    ((g_a, g_b), _, _), lin_a = jax.linearize(lambda u: outputs(u, tb), ta)
-    lin_b = jax.linearize(lambda u: outputs(ta, u), tb)[1]
-    eye_a, eye_b = jnp.eye(len(a_idx), dtype=theta.dtype), jnp.eye(len(b_idx), dtype=theta.dtype)
-    (H_aa, H_ba), _, dg_a = jax.vmap(lin_a)(eye_a)  # rows: directions
-    (_, H_bb), dS_b, dg_b = jax.vmap(lin_b)(eye_b)
-    H = (jnp.zeros((m, m), theta.dtype).at[a_idx[:, None], a_idx].set(H_aa)
-         .at[b_idx[:, None], b_idx].set(H_bb).at[a_idx[:, None], b_idx].set(H_ba)
-         .at[b_idx[:, None], a_idx].set(H_ba.T))
-    g = jnp.zeros(m, theta.dtype).at[a_idx].set(g_a).at[b_idx].set(g_b)
-    if not S.shape[0]:
-        return rest0, g, 0.5 * (H + H.T)
-    n0 = s.qs[0] * (s.qs[0] + 1) // 2
-    dS_0 = jax.vmap(lin_a)(eye_a[n_beta:n_beta + n0])[1]
+    def M_of(t):
+        return _parts(unpack(t, s), d, s, pairs=False).M
+
+    def S_of(t, G_zz):
+        parts = unpack(t, s)
+        return _schur(_parts(parts, d, s, pairs=False)._replace(G_zz=G_zz), parts[1], s)
+
+    dM_0 = jax.vmap(lambda e: jax.jvp(M_of, (theta,), (e,))[1])(e0)
+    dG_0 = (-jax.vmap(lambda dM: _pair_sums(dM, d, R))(dM_0) if R
+            else jnp.zeros((n0, 0, 0), theta.dtype))
+    dS_0 = jax.vmap(lambda e, dG: jax.jvp(S_of, (theta, pt.G_zz), (e, dG))[1])(e0, dG_0)
+    dS_b = jax.vmap(lambda e: jax.jvp(S_of, (theta, pt.G_zz),
+                                      (e, jnp.zeros_like(pt.G_zz)))[1])(eb)
     # L0 A_j^{-1} L0' is unchanged when L0 and σ are scaled together, so in log σ
-    # dS = 2φ diag(prior) - Σ_e L0_e dS/dL0_e, and likewise for S^{-1} dS (no product)
-    L0e, phi = ta[n_beta:n_beta + n0], jnp.exp(2.0 * ta[-1])
-    prior = (jnp.arange(S.shape[0]) < s.r_z).astype(S.dtype)
+    # dM = -Σ_e L0_e dM/dL0_e, dS = 2φ diag(prior) - Σ_e L0_e dS/dL0_e, and likewise
+    # for S^{-1} dS (no product)
+    L0e, phi = theta[l0_idx], pt.phi
+    if R and len(b_idx):  # the cross terms of the pair sums: <dW'_b, dG_a>
+        cross = jnp.stack([_factor_hessian(Wz, dG, theta, s, unpack) @ theta[b_idx]
+                           for dG in dG_0])
+        cross = jnp.concatenate([cross, -(L0e @ cross)[None]])  # log σ: dM = -Σ_e L0_e dM_e
+        a_cov = np.append(l0_idx, m - 1)
+        H = H.at[a_cov[:, None], b_idx].add(cross).at[b_idx[:, None], a_cov].add(cross.T)
+    prior = (jnp.arange(S.shape[0]) < R).astype(S.dtype)
     Y_0 = jnp.einsum("ij,ajk->aik", X, dS_0)
-    Y_b = _products_b(X, S, dS_b, tb, phi, prior, s)
-    dS_s = 2.0 * phi * jnp.diag(prior) - jnp.einsum("e,eij->ij", L0e, dS_0)
-    Y_s = 2.0 * phi * X * prior - jnp.einsum("e,eij->ij", L0e, Y_0)
-    cov = np.concatenate([a_idx[n_beta:], b_idx])  # L0, log σ, then b
-    dS = jnp.concatenate([dS_0, dS_s[None], dS_b])
-    Y = jnp.concatenate([Y_0, Y_s[None], Y_b])
-    dg = jnp.zeros((m, S.shape[0]), theta.dtype).at[a_idx].set(dg_a).at[b_idx].set(dg_b)
-    H = H.at[cov[:, None], cov].add(-0.5 * jnp.einsum("aij,bji->ab", Y, Y))
-    r = dg.at[cov].add(-(dS @ x))  # [m, R]
+    Y_b = _products_b(X, S, dS_b, theta[b_idx], phi, prior, s)
+    # tr(Y_a Y_c) over L0's entries and b; in log σ, Y_s = 2φ X D + Σ_e w_e Y_0e (the
+    # scaling identity, w = -L0), so its traces follow from those and tr(X D Y_a) = u_a
+    # (X symmetric: no transpose), no R x R matrix formed for it
+    n_b = len(b_idx)
+    T_0b = _traces(Y_0, Y_b)
+    T = jnp.block([[_traces(Y_0, Y_0), T_0b], [T_0b.T, _traces(Y_b, Y_b)]])
+    Xs = 0.5 * (X + X.T)
+    u = jnp.einsum("ji,aji,j->a", Xs, jnp.concatenate([Y_0, Y_b]), prior)
+    w = jnp.concatenate([-L0e, jnp.zeros(n_b, theta.dtype)])
+    T_s = 2.0 * phi * u + w @ T
+    T_ss = 4.0 * phi**2 * jnp.sum(prior[:, None] * prior[None, :] * Xs * Xs) + 4.0 * phi * (
+        w @ u) + w @ T @ w
+    T = jnp.block([[T[:n0, :n0], T_s[:n0, None], T[:n0, n0:]],
+                   [T_s[None, :n0], T_ss[None, None], T_s[None, n0:]],
+                   [T[n0:, :n0], T_s[n0:, None], T[n0:, n0:]]])
+    cov = np.concatenate([l0_idx, [m - 1], b_idx])  # L0, log σ, then b
+    dSx_0, dSx_b = dS_0 @ x, dS_b @ x
+    dSx_s = 2.0 * phi * prior * x - L0e @ dSx_0
+    H = H.at[cov[:, None], cov].add(-0.5 * T)
+    r = dg.at[cov].add(-jnp.concatenate([dSx_0, dSx_s[None], dSx_b]))  # [m, R]
     H = H - r @ X @ r.T
     return v, g, 0.5 * (H + H.T)
 
 
+def _traces(A, B):
+    """tr(A_a B_c) for stacks of square matrices, [a, c]."""
+    return jnp.einsum("aij,cji->ac", A, B)
+
+
+def _entry_columns(s: LmmStructure) -> list[tuple[int, int]]:
+    """For each entry of the factors of terms 1.. (theta's order): the columns of S
+    of its term (its dS is 0 outside these rows and columns)."""
+    out, i = [], 0
+    for q, J in zip(s.qs[1:s.n_prior], s.Js[1:s.n_prior], strict=True):
+        out += [(i, i + q * J)] * (q * (q + 1) // 2)
+        i += q * J
+    return out
+
+
+def _product(X, dS, lo: int, hi: int):
+    """X @ dS for dS zero outside rows and columns lo:hi (4 N² (hi - lo) flops, not 2 N³,
+    where those are fewer than half)."""
+    N = X.shape[0]
+    if 2 * (hi - lo) >= N:
+        return X @ dS
+    Y = X[:, lo:hi] @ dS[lo:hi, :]
+    return Y.at[:, lo:hi].add(X[:, :lo] @ dS[:lo, lo:hi] + X[:, hi:] @ dS[hi:, lo:hi])
+
+
 def _products_b(X, S, dS, tb, phi, prior, s: LmmStructure):
-    """S^{-1} dS_e for the factors' entries e of terms 1.. (tb), one product fewer.
+    """S^{-1} dS_e for the factors' entries e of terms 1.. (tb), each in the rows and
+    columns of its term (:func:`_product`); one entry of the largest term solved.
 
     Scaling every such factor by c scales S̃ = S - φ diag(prior) by c on both sides of
     its prior block, so Σ_e L_e dS_e = D S̃ + S̃ D (D = diag(prior)), and
     S^{-1} Σ_e L_e dS_e = I + D - S^{-1}[:, beta] S[beta, :] - 2φ S^{-1} D costs no
-    R x R product: the entry with the largest |L_e| is solved from it (its products
-    are all formed when every |L_e| is below 1e-3 σ, where the solution would lose
-    digits).
+    R x R product: the entry of the largest term with the largest |L_e| is solved from
+    it, where that term's products are dense (all are formed when its every |L_e| is
+    below 1e-3 σ, where the solution would lose digits).
     """
-    n = dS.shape[0]
-    if n < 2:
-        return jnp.einsum("ij,ajk->aik", X, dS)
-    R = s.r_z
-    total = (jnp.eye(S.shape[0], dtype=S.dtype) + jnp.diag(prior)
-             - X[:, R:] @ S[R:, :] - 2.0 * phi * X * prior)
-    k = jnp.argmax(jnp.abs(tb))
-    others = jnp.arange(n - 1)
-    others = others + (others >= k).astype(others.dtype)
+    cols = _entry_columns(s)
+    n, N, R = dS.shape[0], S.shape[0], s.r_z
+    size = [hi - lo for lo, hi in cols]
+    cands = [e for e in range(n) if size[e] == max(size)] if n > 1 else []
+    if not cands or 2 * size[cands[0]] < N:
+        return jnp.stack([_product(X, dS[e], *cols[e]) for e in range(n)]) if n else dS
 
-    def solved():
-        Y = jnp.einsum("ij,ajk->aik", X, dS[others])
-        Yk = (total - jnp.einsum("a,aij->ij", tb[others], Y)) / tb[k]
-        return jnp.zeros_like(dS).at[others].set(Y).at[k].set(Yk)
+    def products(skip=None):
+        Y = [None if e == skip else _product(X, dS[e], *cols[e]) for e in range(n)]
+        if skip is not None:
+            total = (jnp.eye(N, dtype=S.dtype) + jnp.diag(prior) - X[:, R:] @ S[R:, :]
+                     - 2.0 * phi * X * prior)
+            Y[skip] = (total - sum(tb[e] * Y[e] for e in range(n) if e != skip)) / tb[skip]
+        return jnp.stack(Y)
 
-    return jax.lax.cond(jnp.abs(tb[k]) > 1e-3 * jnp.sqrt(phi), solved,
-                        lambda: jnp.einsum("ij,ajk->aik", X, dS))
+    pick = jnp.argmax(jnp.abs(tb[np.array(cands)]))
+    ok = jnp.abs(tb[np.array(cands)][pick]) > 1e-3 * jnp.sqrt(phi)
+    branches = [lambda k=k: products(k) for k in cands] + [products]
+    return jax.lax.switch(jnp.where(ok, pick, len(cands)), branches)
 
 
 def fixed_cov(theta_parts, d: LmmData, s: LmmStructure):
@@ -438,11 +537,12 @@ def conditional(theta_parts, d: LmmData, s: LmmStructure):
     Ainv = smallmat.cho_inverse(pt.CA)
     # cov of u_j: φ (A_j^{-1} + A_j^{-1} L0' W_j L0 A_j^{-1}), W_j = c_j Λz Sinv Λz' c_j' + ...
     # given beta: the random effects' block of the precision (S without beta's rows)
-    Sinv_z = spd_inverse(S[:R, :R]) if s.reml and R else Sinv[:R, :R]
+    Sinv_z = Sinv[:R, :R]
+    if s.reml and R:  # (S_zz)^{-1} = Sinv_zz - Sinv_zx Sinv_xx^{-1} Sinv_xz (one factorization)
+        Sinv_z = Sinv_z - Sinv[:R, R:] @ jnp.linalg.solve(Sinv[R:, R:], Sinv[R:, :R])
     W_zz = _scale(_scale(Sinv_z, Ls, s, 1, True), Ls, s, 0, True)
-    # each pair r1 < r2 counts in both orders; a pair r1 = r2 (symmetric c c') once
-    same = (d.pair_rr // jnp.maximum(R, 1)) == (d.pair_rr % jnp.maximum(R, 1))
-    pw = (W_zz.reshape(-1)[d.pair_rr] * jnp.where(same, 0.5, 1.0))[:, None, None] * d.pair_c
+    # each pair r1 < r2 counts in both orders (a pair r1 = r2: its c c' halved)
+    pw = W_zz.reshape(-1)[d.pair_rr][:, None, None] * d.pair_c
     W = jax.ops.segment_sum(pw + jnp.swapaxes(pw, 1, 2), d.pair_j, num_segments=s.Js[0])
     AL = Ainv @ L0.T
     covs = [pt.phi * (Ainv + AL @ W @ jnp.swapaxes(AL, 1, 2))]

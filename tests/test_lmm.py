@@ -91,11 +91,17 @@ def test_same_fit_as_joint_laplace(crossed_pair):
                                    atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("scalar", [False, True], ids=["vector_terms", "scalar_terms"])
 @pytest.mark.parametrize("near_zero", [False, True], ids=["interior", "small_factors"])
-def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair, near_zero):
+def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair, crossed_df, near_zero, scalar):
     """lmm.value_grad_hess against jax.hessian of the same -log L (forward over reverse),
-    also where the factors of terms 1.. are near 0 (the products are then all formed)."""
-    _, m, _, _, _ = crossed_pair
+    also where the factors of terms 1.. are near 0 (the products are then all formed),
+    and with scalar terms 1.. only (their quadratic form from block sums)."""
+    reml, m, _, _, _ = crossed_pair
+    if scalar:
+        m = api.build_model("y ~ x + (1 + x | g1) + (1 | g2) + (1 | g3)", crossed_df,
+                            "gaussian", reml=reml)
+        assert isinstance(m.structure, lmm.LmmStructure)
     s, d = m.structure, m.data
     theta = np.asarray(m.start()) * 1.2 - 0.03
     if near_zero:
