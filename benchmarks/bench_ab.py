@@ -67,8 +67,8 @@ def main() -> None:
                 r = run(tree, kind, case)
                 r.setdefault("time_s", r.get("warm_s"))
                 runs[(kind, case, name)].append(r)
-                print(f"{case:18s} {name:4s} cold {r.get('cold_s', float('nan')):7.2f} s  "
-                      f"warm {r.get('time_s', float('nan')):7.3f} s  "
+                print(f"{case:18s} {name:4s} cold {r.get('cold_s') or float('nan'):7.2f} s  "
+                      f"warm {r.get('time_s') or float('nan'):7.3f} s  "
                       f"{r.get('status', '')}", flush=True)
     out = []
     for kind, case in cases:
