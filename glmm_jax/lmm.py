@@ -200,7 +200,7 @@ class _Parts(NamedTuple):
     CA: list  # Cholesky factors of the term-0 blocks A_j
     M: jax.Array  # [J0, q0, q0] L0 A_j^{-1} L0'
     h: jax.Array  # [J0, q0] Z0'e
-    G_zz: jax.Array  # [R, R] Zr'Zr - sum_j B_j' A_j^{-1} B_j before scaling by Λ_z
+    G_zz: jax.Array  # [R, R] Zr'Zr - sum_j B_j' A_j^{-1} B_j before Λ_z (pairs=False: Zr'Zr)
     G_zx: jax.Array  # [R, p] the same for Zr'X (REML; else [R, 0])
     S_xx: jax.Array  # [p, p] (REML; else [0, 0])
     g: jax.Array  # [R'] T'e of the dense part, less B' A^{-1} g0
@@ -359,7 +359,9 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     <W', G_zz>, W' = Λz W Λz' (a function of the other factors): bilinear in (M, W'),
     so its derivatives are those of <Wbar, M> + <W', G_zz> at the current M and W'
     (Wbar = the pair sums' adjoint at W') plus the cross terms <dW'_b, dG_a>. The pair
-    sums are formed once for S and once per entry of L0 (dG_a for dS_a).
+    sums are formed once for S and once per entry of L0 (dG_a for dS_a), and gathered
+    once for Wbar. ``unpack`` must place the factors' entries linearly (no constant):
+    <W', G_zz> is then exactly the quadratic form ½ tb' Q tb in them.
     """
     m, n_beta, R = theta.shape[0], s.p_theta, s.r_z
     b_idx = s.scale_indices
@@ -505,7 +507,8 @@ def _products_b(X, S, dS, tb, phi, prior, s: LmmStructure):
         return jnp.stack(Y)
 
     pick = jnp.argmax(jnp.abs(tb[np.array(cands)]))
-    ok = jnp.abs(tb[np.array(cands)][pick]) > 1e-3 * jnp.sqrt(phi)
+    size_k = jnp.abs(tb[np.array(cands)][pick])  # (not small against the other entries)
+    ok = (size_k > 1e-3 * jnp.sqrt(phi)) & (size_k >= 0.1 * jnp.max(jnp.abs(tb)))
     branches = [lambda k=k: products(k) for k in cands] + [products]
     return jax.lax.switch(jnp.where(ok, pick, len(cands)), branches)
 
@@ -540,6 +543,7 @@ def conditional(theta_parts, d: LmmData, s: LmmStructure):
     Sinv_z = Sinv[:R, :R]
     if s.reml and R:  # (S_zz)^{-1} = Sinv_zz - Sinv_zx Sinv_xx^{-1} Sinv_xz (one factorization)
         Sinv_z = Sinv_z - Sinv[:R, R:] @ jnp.linalg.solve(Sinv[R:, R:], Sinv[R:, :R])
+        Sinv_z = 0.5 * (Sinv_z + Sinv_z.T)
     W_zz = _scale(_scale(Sinv_z, Ls, s, 1, True), Ls, s, 0, True)
     # each pair r1 < r2 counts in both orders (a pair r1 = r2: its c c' halved)
     pw = W_zz.reshape(-1)[d.pair_rr][:, None, None] * d.pair_c

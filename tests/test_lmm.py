@@ -91,16 +91,23 @@ def test_same_fit_as_joint_laplace(crossed_pair):
                                    atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("scalar", [False, True], ids=["vector_terms", "scalar_terms"])
-@pytest.mark.parametrize("near_zero", [False, True], ids=["interior", "small_factors"])
-def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair, crossed_df, near_zero, scalar):
+@pytest.mark.parametrize("near_zero, formula", [
+    (False, None), (True, None),
+    (False, "y ~ x + (1 + x | g1) + (1 | g2) + (1 | g3)"),  # scalar terms 1..: block sums
+    (True, "y ~ x + (1 + x | g1) + (1 | g2) + (1 | g3)"),
+    (False, "y ~ x + (1 | g1) + (1 + x | g2) + (1 | g3)"),  # a scalar term 0
+    (False, "y ~ x + (1 + x | g1)"),  # one term
+], ids=["interior", "small_factors", "scalar_terms", "scalar_small", "scalar_term0",
+        "one_term"])
+def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair, crossed_df, near_zero,
+                                                formula):
     """lmm.value_grad_hess against jax.hessian of the same -log L (forward over reverse),
     also where the factors of terms 1.. are near 0 (the products are then all formed),
-    and with scalar terms 1.. only (their quadratic form from block sums)."""
+    with scalar terms 1.. only (their quadratic form from block sums), a scalar term 0,
+    and one term."""
     reml, m, _, _, _ = crossed_pair
-    if scalar:
-        m = api.build_model("y ~ x + (1 + x | g1) + (1 | g2) + (1 | g3)", crossed_df,
-                            "gaussian", reml=reml)
+    if formula is not None:
+        m = api.build_model(formula, crossed_df, "gaussian", reml=reml)
         assert isinstance(m.structure, lmm.LmmStructure)
     s, d = m.structure, m.data
     theta = np.asarray(m.start()) * 1.2 - 0.03
