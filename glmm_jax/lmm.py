@@ -374,10 +374,11 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     if dense:
         C = jax.scipy.linalg.cho_factor(S, lower=True)
         X = jax.scipy.linalg.cho_solve(C, jnp.eye(S.shape[0], dtype=S.dtype))
+        X = 0.5 * (X + X.T)  # (so that W and its blocks are symmetric too)
         x = X @ gs
         W = 0.5 * X + 0.5 * jnp.outer(x, x)
         v = v + jnp.sum(jnp.log(jnp.diagonal(C[0]))) - 0.5 * gs @ x
-        Wz = 0.5 * (W[:R, :R] + W[:R, :R].T)
+        Wz = W[:R, :R]
         if R:
             Wbar = _pair_weights(_wprime(Wz, parts[1], s), d, s)
             Q = _factor_hessian(Wz, pt.G_zz, theta, s, unpack)  # <Λz W_zz Λz', G_zz>
@@ -437,11 +438,10 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     n_b = len(b_idx)
     T_0b = _traces(Y_0, Y_b)
     T = jnp.block([[_traces(Y_0, Y_0), T_0b], [T_0b.T, _traces(Y_b, Y_b)]])
-    Xs = 0.5 * (X + X.T)
-    u = jnp.einsum("ji,aji,j->a", Xs, jnp.concatenate([Y_0, Y_b]), prior)
+    u = jnp.einsum("ji,aji,j->a", X, jnp.concatenate([Y_0, Y_b]), prior)
     w = jnp.concatenate([-L0e, jnp.zeros(n_b, theta.dtype)])
     T_s = 2.0 * phi * u + w @ T
-    T_ss = 4.0 * phi**2 * jnp.sum(prior[:, None] * prior[None, :] * Xs * Xs) + 4.0 * phi * (
+    T_ss = 4.0 * phi**2 * jnp.sum(prior[:, None] * prior[None, :] * X * X) + 4.0 * phi * (
         w @ u) + w @ T @ w
     T = jnp.block([[T[:n0, :n0], T_s[:n0, None], T[:n0, n0:]],
                    [T_s[None, :n0], T_ss[None, None], T_s[None, n0:]],
@@ -506,9 +506,9 @@ def _products_b(X, S, dS, tb, phi, prior, s: LmmStructure):
             Y[skip] = (total - sum(tb[e] * Y[e] for e in range(n) if e != skip)) / tb[skip]
         return jnp.stack(Y)
 
-    pick = jnp.argmax(jnp.abs(tb[np.array(cands)]))
-    size_k = jnp.abs(tb[np.array(cands)][pick])  # (not small against the other entries)
-    ok = (size_k > 1e-3 * jnp.sqrt(phi)) & (size_k >= 0.1 * jnp.max(jnp.abs(tb)))
+    sizes = jnp.abs(tb[np.array(cands)])
+    pick = jnp.argmax(sizes)  # (and not small against the other entries)
+    ok = (sizes[pick] > 1e-3 * jnp.sqrt(phi)) & (sizes[pick] >= 0.1 * jnp.max(jnp.abs(tb)))
     branches = [lambda k=k: products(k) for k in cands] + [products]
     return jax.lax.switch(jnp.where(ok, pick, len(cands)), branches)
 
@@ -544,10 +544,9 @@ def conditional(theta_parts, d: LmmData, s: LmmStructure):
     if s.reml and R:  # (S_zz)^{-1} = Sinv_zz - Sinv_zx Sinv_xx^{-1} Sinv_xz (one factorization)
         Sinv_z = Sinv_z - Sinv[:R, R:] @ jnp.linalg.solve(Sinv[R:, R:], Sinv[R:, :R])
         Sinv_z = 0.5 * (Sinv_z + Sinv_z.T)
-    W_zz = _scale(_scale(Sinv_z, Ls, s, 1, True), Ls, s, 0, True)
     # each pair r1 < r2 counts in both orders (a pair r1 = r2: its c c' halved)
-    pw = W_zz.reshape(-1)[d.pair_rr][:, None, None] * d.pair_c
-    W = jax.ops.segment_sum(pw + jnp.swapaxes(pw, 1, 2), d.pair_j, num_segments=s.Js[0])
+    W = _pair_weights(_wprime(Sinv_z, Ls, s), d, s)
+    W = 0.5 * (W + jnp.swapaxes(W, 1, 2))
     AL = Ainv @ L0.T
     covs = [pt.phi * (Ainv + AL @ W @ jnp.swapaxes(AL, 1, 2))]
     us, i = [u0], 0
