@@ -33,7 +33,8 @@ class Run:
     time_s: float = 0.0
 
     def newton(self, out) -> None:
-        if not self.methods:
+        if not self.methods:  # (Newton's start: engine.start_point of the start values)
+            self.theta_start = np.asarray(out.theta0, dtype=float)
             self.objective_start = float(out.f0)
         self.methods.append("newton")
         self.n_iter += int(out.n_iter)

@@ -19,7 +19,7 @@ product).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import jax
@@ -511,6 +511,18 @@ def _products_b(X, S, dS, tb, phi, prior, s: LmmStructure):
     ok = (sizes[pick] > 1e-3 * jnp.sqrt(phi)) & (sizes[pick] >= 0.1 * jnp.max(jnp.abs(tb)))
     branches = [lambda k=k: products(k) for k in cands] + [products]
     return jax.lax.switch(jnp.where(ok, pick, len(cands)), branches)
+
+
+def gls_beta(theta_parts, d: LmmData, s: LmmStructure):
+    """ML: the fixed effects that maximize the likelihood at the covariance parameters of
+    ``theta_parts`` (generalized least squares; -log L is quadratic in beta), from the
+    REML form of the Schur complement, where beta is eliminated with the random effects."""
+    beta, Ls, log_phi = theta_parts
+    s_r = replace(s, reml=True, qs=s.qs + (s.p,), Js=s.Js + (1,))
+    Ls = list(Ls) + [jnp.eye(s.p, dtype=beta.dtype)]
+    pt = _parts((beta, Ls, log_phi), d, s_r)
+    C = jax.scipy.linalg.cho_factor(_schur(pt, Ls, s_r), lower=True)
+    return jax.scipy.linalg.cho_solve(C, pt.g)[s_r.r_z:]
 
 
 def fixed_cov(theta_parts, d: LmmData, s: LmmStructure):

@@ -97,7 +97,7 @@ class Model:
             return out
         pad = self.padding
         return out._replace(theta=pad.strip(out.theta), grad=pad.strip(out.grad),
-                            hess=pad.strip(out.hess))
+                            hess=pad.strip(out.hess), theta0=pad.strip(out.theta0))
 
     def newton(self, theta0, u0=None, max_iter: int = 100, free=None):
         """Newton's method from ``theta0`` (``optimize.newton_fit``; entries where

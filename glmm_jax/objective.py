@@ -42,11 +42,22 @@ def _map_blocks(f, xs):
     return jax.lax.map(f, xs)
 
 
-class SingleEngine:
+class _Engine:
+    """What the engines share: how Newton (optimize.py) treats them."""
+
+    value_first = False  # a trial point's Hessian is cheap: evaluate it with the value
+    log_steps = False  # Newton steps in the scalar terms' log SDs (optimize.py)
+
+    @staticmethod
+    def start_point(theta, free, data, s):
+        """The point Newton starts from, given the start values ``theta``."""
+        return theta
+
+
+class SingleEngine(_Engine):
     """One grouping factor: per-cluster modes and integrals, block by block."""
 
     name = "single"
-    value_first = False  # a trial point's Hessian is cheap: evaluate it with the value
 
     @staticmethod
     def unpack(theta, s):
@@ -103,7 +114,7 @@ class SingleEngine:
         return [(np.asarray(u)[blk, slot], np.asarray(u_cov)[blk, slot])]
 
 
-class MultiEngine:
+class MultiEngine(_Engine):
     """Several random terms (or REML): the joint Laplace approximation (crossed.py)."""
 
     name = "multi"
@@ -150,6 +161,17 @@ class LmmEngine(MultiEngine):
     """Gaussian models from cross products (lmm.py): no inner problem, exact."""
 
     name = "lmm"
+    log_steps = True  # the value costs a small part of a Hessian
+
+    @staticmethod
+    def start_point(theta, free, data, s):
+        """ML with every fixed effect free: beta at its GLS estimate given the start's
+        covariance parameters (the exact optimum in beta there)."""
+        if s.reml or not s.p:
+            return theta
+        beta = lmm.gls_beta(LmmEngine.unpack(theta, s), data, s)
+        ok = jnp.all(free[:s.p] == 1.0) & jnp.all(jnp.isfinite(beta))
+        return theta.at[:s.p].set(jnp.where(ok, beta, theta[:s.p]))
 
     @staticmethod
     def modes(theta, u0, data, s):

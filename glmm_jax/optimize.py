@@ -32,6 +32,7 @@ class NewtonResult(NamedTuple):
     inner_converged: jax.Array  # the conditional modes at theta met their tolerance
     f0: jax.Array  # -log L at theta0
     n_eval: jax.Array  # points evaluated (accepted or not)
+    theta0: jax.Array  # where Newton started (engine.start_point of the start values)
 
 
 def _direction(g, H):
@@ -49,6 +50,7 @@ class _State(NamedTuple):
     g: jax.Array
     H: jax.Array
     d: jax.Array  # Newton direction from theta
+    dp: jax.Array  # (engines with log steps) the Newton direction in log SD
     alpha: jax.Array  # step length of the next trial point theta + alpha * d
     n_iter: jax.Array  # accepted points (Hessian evaluations)
     converged: jax.Array
@@ -63,6 +65,23 @@ TOL = 1e-12  # Newton decrement g' H^-1 g below TOL (1 + |f|): converged
 MAX_STEP = 5.0  # longest Newton step (Euclidean norm in theta)
 
 
+def _log_entries(theta, logm):
+    """The entries of mask ``logm`` where theta is not 0: those moved in psi = log |theta|
+    (psi = theta elsewhere); d theta / d psi = d2 theta / d psi2 = theta there."""
+    return (logm > 0) & (theta != 0.0)
+
+
+def _log_jacobian(theta, logm):
+    """d theta / d psi (:func:`_log_entries`)."""
+    return jnp.where(_log_entries(theta, logm), theta, 1.0)
+
+
+def _log_point(theta, step, logm):
+    """theta moved by ``step`` in psi (:func:`_log_entries`)."""
+    on = _log_entries(theta, logm)
+    return jnp.where(on, theta * jnp.exp(jnp.where(on, step, 0.0)), theta + step)
+
+
 def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100,
                 free=None, tol: float = TOL, max_step: float = MAX_STEP) -> NewtonResult:
     """Minimize -log L from theta0; u0 are starting conditional modes; ``free`` (1/0 per
@@ -75,18 +94,35 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     the step. The mode solver and the Hessian each appear once in the compiled program.
     With several random terms (where a Hessian can cost seconds), a trial point after a
     rejection or after a step from an indefinite Hessian is first checked on its value.
+    Gaussian models (whose value costs a small part of a Hessian) start from their GLS
+    fixed effects (ML) and, where they differ, take the lower of two trial points (by
+    their values, before the Hessian): the Newton step in theta and the one in the log
+    SDs of the scalar terms. -log L is far from quadratic in the SD of a term with few
+    levels and closer to it in its logarithm, but only the step in theta reaches a zero
+    SD quickly (the vector terms' factors stay in theta, where they fared better).
     """
     n = theta0.shape[0]
-    value_first = engine(s).value_first
+    eng = engine(s)
+    value_first, log_steps = eng.value_first, eng.log_steps
     free = jnp.ones(n, theta0.dtype) if free is None else free
+    theta0 = eng.start_point(theta0, free, data, s)
+    logm = jnp.asarray(s.theta.scalar_mask() if log_steps else np.zeros(n))
+
+    def direction(g, H):
+        return _direction(g * free, H * free[:, None] * free[None, :] + jnp.diag(1.0 - free))
 
     def accept(st: _State, theta, u, inner_ok, f, g, H):
-        d, pos_def = _direction(g * free, H * free[:, None] * free[None, :]
-                                + jnp.diag(1.0 - free))
+        d, pos_def = direction(g, H)
         decrement = -(g @ d)  # (d is 0 in the fixed entries)
         converged = pos_def & (decrement < tol * (1.0 + jnp.abs(f)))
         d = d * jnp.minimum(1.0, max_step / jnp.linalg.norm(d))
-        return st._replace(theta=theta, u=u, f=f, g=g, H=H, d=d, alpha=jnp.ones(()),
+        dp = st.dp
+        if log_steps:  # Newton in psi: gradient J g, Hessian J H J + diag(g d2theta/dpsi2)
+            jac = _log_jacobian(theta, logm)
+            dp, _ = direction(jac * g, jac[:, None] * H * jac[None, :] + jnp.diag(
+                jnp.where(_log_entries(theta, logm), theta * g, 0.0)))
+            dp = dp * jnp.minimum(1.0, max_step / jnp.linalg.norm(dp))
+        return st._replace(theta=theta, u=u, f=f, g=g, H=H, d=d, dp=dp, alpha=jnp.ones(()),
                            n_iter=st.n_iter + 1, converged=converged, inner_ok=inner_ok,
                            risky=~pos_def, f0=jnp.where(st.n_iter == 0, f, st.f0))
 
@@ -101,18 +137,43 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
 
     def body(st: _State):
         theta = st.theta + st.alpha * st.d
+        slope = st.g @ st.d
         u, inner_iter = modes(theta, st.u, data, s)
-        bound = st.f + 1e-4 * st.alpha * (st.g @ st.d)  # Armijo
         if value_first:
-            risky = st.risky
-            if engine(s).name == "lmm":  # also when the step promises a large decrease
-                risky = risky | (jnp.isfinite(st.f) & (-(st.g @ st.d) * st.alpha > 1.0))
-            f_try = jax.lax.cond(risky, lambda: negloglik(theta, u, data, s),
-                                 lambda: -jnp.inf * jnp.ones(()))
+            trial = (theta, u, inner_iter, slope)
+
+            def value(trial):  # a risky trial's value (else -inf: evaluated with the Hessian)
+                theta, u, _, slope = trial
+                risky = st.risky
+                if eng.name == "lmm":  # also when the step promises a large decrease
+                    risky = risky | (jnp.isfinite(st.f) & (-slope * st.alpha > 1.0))
+                return jax.lax.cond(risky, lambda: negloglik(theta, u, data, s),
+                                    lambda: -jnp.inf * jnp.ones(()))
+
+            if log_steps:  # where the step in psi leads elsewhere: the lower point
+                theta_p = _log_point(st.theta, st.alpha * st.dp, logm)
+                trial_p = (theta_p, *modes(theta_p, st.u, data, s),
+                           st.g @ (_log_jacobian(st.theta, logm) * st.dp))
+                differ = jnp.max(jnp.abs(theta_p - theta)) > 0.01 * jnp.max(
+                    jnp.abs(st.alpha * st.d))
+
+                def pick():
+                    f_l, f_p = (negloglik(a[0], a[1], data, s) for a in (trial, trial_p))
+                    use_p = f_p < f_l
+                    return jax.tree.map(lambda a, b: jnp.where(use_p, a, b), trial_p,
+                                        trial), jnp.minimum(f_l, f_p)
+
+                trial, f_try = jax.lax.cond(differ & jnp.isfinite(st.f), pick,
+                                            lambda: (trial, value(trial)))
+            else:
+                f_try = value(trial)
+            theta, u, inner_iter, slope = trial
+            bound = st.f + 1e-4 * st.alpha * slope  # Armijo
             f, g, H = jax.lax.cond(f_try <= bound,
                                    lambda: value_grad_hess(theta, u, data, s),
                                    lambda: (f_try, jnp.zeros(n), jnp.zeros((n, n))))
         else:
+            bound = st.f + 1e-4 * st.alpha * slope  # Armijo
             f, g, H = value_grad_hess(theta, u, data, s)
         ok = f <= bound
         st = st._replace(n_eval=st.n_eval + 1)
@@ -124,12 +185,13 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
 
     zero = jnp.zeros(())
     init = _State(theta0, u0, jnp.asarray(jnp.inf), jnp.zeros(n), jnp.zeros((n, n)),
-                  jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False),
-                  jnp.asarray(True), jnp.asarray(False), jnp.asarray(jnp.inf), jnp.asarray(0))
+                  jnp.zeros(n), jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False),
+                  jnp.asarray(False), jnp.asarray(True), jnp.asarray(False),
+                  jnp.asarray(jnp.inf), jnp.asarray(0))
     st = jax.lax.while_loop(cond, body, init)
     u, u_cov = conditional(st.theta, st.u, data, s)
     return NewtonResult(st.theta, u, st.f, st.g, st.H, u_cov, st.n_iter, st.converged,
-                        st.failed, st.inner_ok, st.f0, st.n_eval)
+                        st.failed, st.inner_ok, st.f0, st.n_eval, theta0)
 
 
 SMALL_ROWS = 2**18  # one grouping factor, up to this many rows: xla.SMALL's emitters

@@ -41,6 +41,8 @@ class Convergence:
     entry of the Newton step H^-1 g (lme4's scaled gradient; inf where H is not positive
     definite), ``max_abs_grad`` the largest gradient entry, ``min_eigenvalue`` the
     smallest eigenvalue of the Hessian (of the free entries, when some are ``fixed``).
+    ``theta_start`` is where Newton started: the start values, except that a Gaussian
+    model fitted by ML starts from the fixed effects' GLS estimates at them.
     """
 
     status: str

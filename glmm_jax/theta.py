@@ -40,6 +40,17 @@ class ThetaLayout:
             i += q * (q + 1) // 2
         return out
 
+    def scalar_mask(self) -> np.ndarray:
+        """1.0 at the factors of the scalar terms (q = 1, a standard deviation), else 0.0.
+
+        >>> ThetaLayout(p=1, qs=(2, 1), dispersion=True).scalar_mask().tolist()
+        [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        """
+        mask = np.zeros(self.size)
+        for q, sl in zip(self.qs, self.factor_slices(), strict=True):
+            mask[sl] = float(q == 1)
+        return mask
+
     def unpack(self, theta):
         """(beta, [L_k], log dispersion) in JAX; L_k placed by a constant 0/1 broadcast and
         a sum (no scatter kernels)."""

@@ -174,7 +174,7 @@ def test_hessian_not_positive_definite_message():
                        grad=np.array([0.3, -0.01]), hess=np.array([[2.0, 0.0], [0.0, -0.5]]),
                        u_cov=None, n_iter=np.asarray(7), converged=np.asarray(False),
                        line_search_failed=np.asarray(True), inner_converged=np.asarray(True),
-                       f0=np.asarray(12.0), n_eval=np.asarray(9))
+                       f0=np.asarray(12.0), n_eval=np.asarray(9), theta0=np.zeros(2))
     run = Run(np.zeros(2), 100)
     run.newton(out)
     c = _convergence(out, run, np.ones(2, bool), np.full((2, 2), np.nan), ["b", "L"])

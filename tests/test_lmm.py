@@ -80,11 +80,15 @@ def test_loglik_is_the_dense_normal_density(crossed_pair):
 
 
 def test_same_fit_as_joint_laplace(crossed_pair):
-    _, _, _, fast, general = crossed_pair
+    _, _, general_model, fast, general = crossed_pair
     assert fast.converged and general.converged
     assert fast.loglik == pytest.approx(general.loglik, abs=1e-8)
     np.testing.assert_allclose(fast.theta, general.theta, atol=1e-6)
     np.testing.assert_allclose(fast.se, general.se, rtol=1e-6)
+    # the two optimizers take different paths (log-SD steps, GLS start: optimize.py) and
+    # stop at points within their tolerance of the optimum: the Hessians at one point
+    general = fit_model(general_model, start=fast.theta)
+    np.testing.assert_array_equal(general.theta, fast.theta)
     np.testing.assert_allclose(fast.cov_theta, general.cov_theta, rtol=1e-5, atol=1e-10)
     for name in fast.ranef:
         np.testing.assert_allclose(fast.ranef[name].to_numpy(), general.ranef[name].to_numpy(),
@@ -162,3 +166,56 @@ def test_too_many_pairs_for_cross_products_takes_joint_laplace(crossed_df, monke
     monkeypatch.setattr(lmm, "MAX_PAIRS", 10)
     m = api.build_model(CROSSED, crossed_df, "gaussian")
     assert not isinstance(m.structure, lmm.LmmStructure)
+
+
+def test_ml_starts_from_gls_fixed_effects(crossed_df):
+    # Newton starts from the fixed effects' GLS estimates at the start values' covariance
+    # parameters: the general engine's optimum in beta with those held (no such start)
+    m = api.build_model(CROSSED, crossed_df, "gaussian", reml=False)
+    general = api.build_model(CROSSED, crossed_df, "gaussian", reml=False, engine="multi")
+    start, c = m.start(), fit_model(m).convergence
+    held = dict(zip(m.theta_names[2:], start[2:], strict=True))
+    gls = fit_model(general, start=start, fixed=held)
+    np.testing.assert_allclose(c.theta_start[:2], gls.fixef, rtol=1e-9, atol=1e-10)
+    assert not np.allclose(start[:2], gls.fixef, atol=1e-4)  # (a start of its own)
+    np.testing.assert_array_equal(c.theta_start[2:], start[2:])
+    assert c.objective_start == pytest.approx(m.negloglik(c.theta_start), rel=1e-12)
+    # a fixed effect held: no GLS start
+    c = fit_model(m, fixed={"x": 0.4}).convergence
+    np.testing.assert_array_equal(c.theta_start, np.r_[start[0], 0.4, start[2:]])
+
+
+def _few_levels_df(seed: int, sd: float) -> pd.DataFrame:
+    """InstEval's shape, small: crossed students and instructors, and a term of 28
+    levels (dept:serv, nested in the fixed effect serv) of SD ``sd``."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    s, d = rng.integers(0, 300, n), rng.integers(0, 60, n)
+    dept, serv = rng.integers(0, 14, n), rng.integers(0, 2, n)
+    y = (3 + 0.1 * serv + rng.normal(0, 0.3, 300)[s] + rng.normal(0, 0.5, 60)[d]
+         + rng.normal(0, sd, 28)[dept * 2 + serv] + rng.normal(0, 1.2, n))
+    return pd.DataFrame({"y": y, "serv": serv.astype(str), "s": s.astype(str),
+                         "d": d.astype(str), "dept": dept.astype(str)})
+
+
+@pytest.mark.parametrize("seed, sd, reml", [(2, 0.1, False), (0, 0.1, True),
+                                            (3, 0.0, False), (2, 0.0, True)],
+                         ids=["ml", "reml", "zero_sd_ml", "zero_sd_reml"])
+def test_log_sd_steps_same_fit_as_joint_laplace(seed, sd, reml):
+    # the LMM engine's Newton (GLS start; trial points also in log SD) against the general
+    # engine's (steps in theta alone): the same optimum, also at a zero SD, in no more
+    # iterations on these data (fewer where an SD of few levels moves far)
+    df, formula = _few_levels_df(seed, sd), "y ~ serv + (1 | s) + (1 | d) + (1 | dept:serv)"
+    m = api.build_model(formula, df, "gaussian", reml=reml)
+    general = api.build_model(formula, df, "gaussian", reml=reml, engine="multi")
+    assert isinstance(m.structure, lmm.LmmStructure)
+    a, b = fit_model(m), fit_model(general)
+    assert a.converged and b.converged
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
+    np.testing.assert_allclose(a.theta, b.theta, atol=1e-6)
+    np.testing.assert_allclose(a.se, b.se, rtol=1e-5)
+    sd_fit = abs(a.theta[a.theta_names.index("L_dept:serv[(Intercept),(Intercept)]")])
+    assert (sd_fit < 1e-4) == (sd == 0.0)  # these data: a zero SD where there is none
+    assert a.convergence.n_iter <= b.convergence.n_iter
+    if (seed, reml) == (2, False):
+        assert a.convergence.n_iter < b.convergence.n_iter
