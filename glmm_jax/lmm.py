@@ -128,11 +128,14 @@ def cross_products(X, y, terms, Js, weights=None) -> LmmData | None:
         n_j = np.bincount(ent_j, minlength=J0)
         if np.sum(n_j * (n_j + 1) // 2) > MAX_PAIRS:
             return None
-        e1, e2 = _pairs(ent_j, ent_r, n_j)
-        pair_j, pair_rr = ent_j[e1], ent_r[e1] * np.int32(R) + ent_r[e2]
-        pair_c = (ent_c[e1, 0] * ent_c[e2, 0]).reshape(-1, 1, 1) if q0 == 1 else \
-            ent_c[e1, :, None] * ent_c[e2, None, :]
-        pair_c[e1 == e2] *= 0.5  # a column with itself: half, as it is summed twice
+        first, count, e2 = _pairs(ent_j, ent_r, n_j)
+        pair_j = np.repeat(ent_j[first], count)
+        pair_rr = np.repeat(ent_r[first] * np.int32(R), count) + ent_r[e2]
+        pair_c = (np.repeat(ent_c[first, 0], count) * ent_c[e2, 0]).reshape(-1, 1, 1) \
+            if q0 == 1 else np.repeat(ent_c[first], count, axis=0)[:, :, None] * \
+            ent_c[e2, None, :]
+        pair_c[np.cumsum(count) - count] *= 0.5  # a column with itself (each run's first
+        # pair): half, as it is summed twice
     else:
         R = 0
         ZtZr, ZtXr, Ztyr = np.zeros((0, 0)), np.zeros((0, p)), np.zeros(0)
@@ -163,14 +166,14 @@ def response_products(X, y, terms, Js, weights=None) -> dict:
 def _pairs(ent_j, ent_r, n_j):
     """Index pairs e1 <= e2 of entries (sorted by level j, then column r; ``n_j`` entries
     at level j) that share a level, grouped by the column of e1 in increasing order (so
-    that the scatter-add of the pairs into S writes one row at a time)."""
+    that the scatter-add of the pairs into S writes one row at a time): (first, count,
+    e2), with e1 = repeat(first, count); each run's first pair is e2 = e1."""
     start = np.cumsum(n_j) - n_j
-    first = np.argsort(ent_r, kind="stable")
+    first = np.argsort(ent_r, kind="stable").astype(np.int32)
     count = (start[ent_j] + n_j[ent_j] - np.arange(len(ent_j)))[first]  # e2 = e1, ..., last
-    e1 = np.repeat(first.astype(np.int32), count)
-    e2 = e1 + (np.arange(len(e1), dtype=np.int32)
-               - np.repeat((np.cumsum(count) - count).astype(np.int32), count))
-    return e1, e2
+    runs = (np.cumsum(count) - count).astype(np.int32)
+    e2 = np.arange(int(count.sum()), dtype=np.int32) + np.repeat(first - runs, count)
+    return first, count, e2
 
 
 def _scale(M, Ls, s: LmmStructure, axis: int, trans: bool = False):
@@ -344,10 +347,11 @@ def negloglik(theta_parts, d: LmmData, s: LmmStructure):
     return rest + schur_terms(S, gs)
 
 
-def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
+def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack, aux: bool = False):
     """-log L, its gradient and exact Hessian at ``theta`` (``unpack(theta, s)`` gives
-    (beta, Ls, log_phi)). S does not depend on the fixed effects, and depends on the
-    factors of terms 1.. only through Λ_z.
+    (beta, Ls, log_phi)); with ``aux``, also S^{-1} (for :func:`conditional` at the same
+    theta). S does not depend on the fixed effects, and depends on the factors of terms
+    1.. only through Λ_z.
 
     With F(S, g) = ½ log det S - ½ g'S^{-1}g, the chain rule gives
     H = hess[rest + <∇_S F, S(θ)> + <∇_g F, g(θ)>] (gradients frozen) + F''[dΦ_a, dΦ_b],
@@ -401,7 +405,7 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     eye = jnp.eye(m, dtype=theta.dtype)
     H, dg = jax.vmap(lin)(eye)  # rows: directions
     if not dense:
-        return v, g, 0.5 * (H + H.T)
+        return (v, g, 0.5 * (H + H.T)) + ((S,) if aux else ())
     # dS in L0 (through M, the pair sums of dM once each) and in the factors of terms 1..
     # (through Λz alone); 0 in beta; log σ follows below
     e0, eb = eye[l0_idx], eye[b_idx]
@@ -452,7 +456,7 @@ def value_grad_hess(theta, d: LmmData, s: LmmStructure, unpack):
     H = H.at[cov[:, None], cov].add(-0.5 * T)
     r = dg.at[cov].add(-jnp.concatenate([dSx_0, dSx_s[None], dSx_b]))  # [m, R]
     H = H - r @ X @ r.T
-    return v, g, 0.5 * (H + H.T)
+    return (v, g, 0.5 * (H + H.T)) + ((X,) if aux else ())
 
 
 def _traces(A, B):
@@ -533,15 +537,17 @@ def fixed_cov(theta_parts, d: LmmData, s: LmmStructure):
     return pt.phi * spd_inverse(_schur(pt, theta_parts[1], s))[s.r_z:, s.r_z:]
 
 
-def conditional(theta_parts, d: LmmData, s: LmmStructure):
+def conditional(theta_parts, d: LmmData, s: LmmStructure, Sinv=None):
     """Conditional modes of u (list per term; REML: beta as a last [1, p] term) and the
     diagonal blocks of their conditional covariance φ A^{-1}: of the random effects
-    given beta (lme4's condVar, also under REML), of beta given the variances."""
+    given beta (lme4's condVar, also under REML), of beta given the variances.
+    ``Sinv``: S^{-1} at this theta, where known (:func:`value_grad_hess`'s ``aux``)."""
     Ls = theta_parts[1]
     pt = _parts(theta_parts, d, s)
     L0, R = Ls[0], s.r_z
-    S = _schur(pt, Ls, s)
-    Sinv = spd_inverse(S) if S.shape[0] else S
+    if Sinv is None:
+        S = _schur(pt, Ls, s)
+        Sinv = spd_inverse(S) if S.shape[0] else S
     x = Sinv @ pt.g
     # term 0: u_j = A_j^{-1} (L0' h_j - B_j x), B_j x = L0' (sum_r c_{j,r} (Λz x_z)_r + Z0'X_j x_x)
     xz = _scale(x[None, :R], Ls, s, 1, trans=True)[0]

@@ -22,8 +22,8 @@ from .fitresult import Run, issue_warnings, make_result
 from .formula import parse_formula
 from .laplace import Structure
 from .layout import lay_out, one_blas_thread
-from .objective import engine, modes, negloglik, zero_modes
-from .optimize import lbfgs_fit, newton_fit, newton_fit_many, value_grad_hess
+from .objective import engine, modes, negloglik, value_grad_hess, zero_modes
+from .optimize import lbfgs_fit, newton_fit, newton_fit_many
 from .results import GLMMResult
 from .start import start_values
 from .theta import Padding, ThetaLayout

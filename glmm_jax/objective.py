@@ -53,6 +53,15 @@ class _Engine:
         """The point Newton starts from, given the start values ``theta``."""
         return theta
 
+    @classmethod
+    def value_grad_hess_aux(cls, theta, u_hat, data, s):
+        """value_grad_hess, and what :meth:`conditional_aux` reuses at the same theta."""
+        return (*cls.value_grad_hess(theta, u_hat, data, s), ())
+
+    @classmethod
+    def conditional_aux(cls, theta, u_hat, data, s, aux):
+        return cls.conditional(theta, u_hat, data, s)
+
 
 class SingleEngine(_Engine):
     """One grouping factor: per-cluster modes and integrals, block by block."""
@@ -189,6 +198,14 @@ class LmmEngine(MultiEngine):
     def conditional(theta, u_hat, data, s):
         return lmm.conditional(LmmEngine.unpack(theta, s), data, s)
 
+    @staticmethod
+    def value_grad_hess_aux(theta, u_hat, data, s):  # aux: S^{-1}
+        return lmm.value_grad_hess(theta, data, s, LmmEngine.unpack, aux=True)
+
+    @staticmethod
+    def conditional_aux(theta, u_hat, data, s, aux):
+        return lmm.conditional(LmmEngine.unpack(theta, s), data, s, Sinv=aux)
+
 
 _ENGINES = {Structure: SingleEngine, MultiStructure: MultiEngine, LmmStructure: LmmEngine}
 
@@ -227,10 +244,20 @@ def value_grad_hess(theta, u_hat, data, s):
     return v, g, 0.5 * (H + H.T)
 
 
-def conditional(theta, u_hat, data, s):
+def value_grad_hess_aux(theta, u_hat, data, s):
+    """:func:`value_grad_hess`, and what :func:`conditional` can reuse at the same theta
+    (the engine's ``aux``: S^{-1} for the LMM engine, else ())."""
+    v, g, H, aux = engine(s).value_grad_hess_aux(theta, u_hat, data, s)
+    return v, g, 0.5 * (H + H.T), aux
+
+
+def conditional(theta, u_hat, data, s, aux=None):
     """Conditional modes of u given y at theta and their conditional covariances, the
-    diagonal blocks of (-H)^{-1}: [B, J, q, q] (a list per term for several terms)."""
-    return engine(s).conditional(theta, u_hat, data, s)
+    diagonal blocks of (-H)^{-1}: [B, J, q, q] (a list per term for several terms);
+    ``aux`` from :func:`value_grad_hess_aux` at the same theta, where known."""
+    if aux is None:
+        return engine(s).conditional(theta, u_hat, data, s)
+    return engine(s).conditional_aux(theta, u_hat, data, s, aux)
 
 
 def zero_modes(s, data, xp=jnp):

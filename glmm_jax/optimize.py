@@ -16,7 +16,7 @@ import numpy as np
 from . import exported, xla
 from .laplace import ClusterData, Structure
 from .modes import MAX_INNER_ITER
-from .objective import conditional, engine, modes, negloglik, value_grad_hess
+from .objective import conditional, engine, modes, negloglik, value_grad_hess_aux
 
 
 class NewtonResult(NamedTuple):
@@ -59,6 +59,7 @@ class _State(NamedTuple):
     risky: jax.Array  # the next trial may well fail: check its value before its Hessian
     f0: jax.Array
     n_eval: jax.Array
+    aux: tuple  # what conditional reuses at theta (value_grad_hess_aux)
 
 
 TOL = 1e-12  # Newton decrement g' H^-1 g below TOL (1 + |f|): converged
@@ -111,7 +112,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     def direction(g, H):
         return _direction(g * free, H * free[:, None] * free[None, :] + jnp.diag(1.0 - free))
 
-    def accept(st: _State, theta, u, inner_ok, f, g, H):
+    def accept(st: _State, theta, u, inner_ok, f, g, H, aux):
         d, pos_def = direction(g, H)
         decrement = -(g @ d)  # (d is 0 in the fixed entries)
         converged = pos_def & (decrement < tol * (1.0 + jnp.abs(f)))
@@ -124,9 +125,9 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
             dp = dp * jnp.minimum(1.0, max_step / jnp.linalg.norm(dp))
         return st._replace(theta=theta, u=u, f=f, g=g, H=H, d=d, dp=dp, alpha=jnp.ones(()),
                            n_iter=st.n_iter + 1, converged=converged, inner_ok=inner_ok,
-                           risky=~pos_def, f0=jnp.where(st.n_iter == 0, f, st.f0))
+                           risky=~pos_def, f0=jnp.where(st.n_iter == 0, f, st.f0), aux=aux)
 
-    def reject(st: _State, theta, u, inner_ok, f, g, H):
+    def reject(st: _State, theta, u, inner_ok, f, g, H, aux):
         alpha = 0.5 * st.alpha
         # a failed line search near the optimum (rounding) counts as converged
         decrement = -(st.g @ st.d)
@@ -142,54 +143,60 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         if value_first:
             trial = (theta, u, inner_iter, slope)
 
-            def value(trial):  # a risky trial's value (else -inf: evaluated with the Hessian)
-                theta, u, _, slope = trial
-                risky = st.risky
+            def risky(trial):  # check the trial's value before its Hessian
+                out = st.risky
                 if eng.name == "lmm":  # also when the step promises a large decrease
-                    risky = risky | (jnp.isfinite(st.f) & (-slope * st.alpha > 1.0))
-                return jax.lax.cond(risky, lambda: negloglik(theta, u, data, s),
+                    out = out | (jnp.isfinite(st.f) & (-trial[3] * st.alpha > 1.0))
+                return out
+
+            def value(trial):  # a risky trial's value (else -inf: evaluated with the Hessian)
+                return jax.lax.cond(risky(trial), lambda: negloglik(trial[0], trial[1], data, s),
                                     lambda: -jnp.inf * jnp.ones(()))
 
-            if log_steps:  # where the step in psi leads elsewhere: the lower point
+            if log_steps:  # where the step in psi leads elsewhere (by 1e-3 of an SD):
+                # the lower of the two points (their values in one vmapped program)
                 theta_p = _log_point(st.theta, st.alpha * st.dp, logm)
                 trial_p = (theta_p, *modes(theta_p, st.u, data, s),
                            st.g @ (_log_jacobian(st.theta, logm) * st.dp))
-                differ = jnp.max(jnp.abs(theta_p - theta)) > 0.01 * jnp.max(
-                    jnp.abs(st.alpha * st.d))
+                differ = jnp.isfinite(st.f) & (jnp.max(jnp.abs(theta_p - theta)) > 1e-3 * jnp.max(
+                    jnp.abs(st.theta * logm)))
 
-                def pick():
-                    f_l, f_p = (negloglik(a[0], a[1], data, s) for a in (trial, trial_p))
-                    use_p = f_p < f_l
-                    return jax.tree.map(lambda a, b: jnp.where(use_p, a, b), trial_p,
-                                        trial), jnp.minimum(f_l, f_p)
+                def values():  # (one compiled copy of the value, run twice)
+                    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), trial[:2], trial_p[:2])
+                    return jax.lax.map(lambda a: negloglik(a[0], a[1], data, s), both)
 
-                trial, f_try = jax.lax.cond(differ & jnp.isfinite(st.f), pick,
-                                            lambda: (trial, value(trial)))
+                f_l, f_p = jax.lax.cond(differ | risky(trial), values,
+                                        lambda: -jnp.inf * jnp.ones(2))
+                use_p = differ & (f_p < f_l)
+                trial = jax.tree.map(lambda a, b: jnp.where(use_p, a, b), trial_p, trial)
+                f_try = jnp.where(use_p, f_p, f_l)
             else:
                 f_try = value(trial)
             theta, u, inner_iter, slope = trial
             bound = st.f + 1e-4 * st.alpha * slope  # Armijo
-            f, g, H = jax.lax.cond(f_try <= bound,
-                                   lambda: value_grad_hess(theta, u, data, s),
-                                   lambda: (f_try, jnp.zeros(n), jnp.zeros((n, n))))
+            f, g, H, aux = jax.lax.cond(
+                f_try <= bound, lambda: value_grad_hess_aux(theta, u, data, s),
+                lambda: (f_try, jnp.zeros(n), jnp.zeros((n, n)), zero_aux))
         else:
             bound = st.f + 1e-4 * st.alpha * slope  # Armijo
-            f, g, H = value_grad_hess(theta, u, data, s)
+            f, g, H, aux = value_grad_hess_aux(theta, u, data, s)
         ok = f <= bound
         st = st._replace(n_eval=st.n_eval + 1)
         return jax.lax.cond(ok, accept, reject, st, theta, u, inner_iter < MAX_INNER_ITER,
-                            f, g, H)
+                            f, g, H, aux)
 
     def cond(st: _State):
         return ~st.converged & ~st.failed & (st.n_iter < max_iter)
 
     zero = jnp.zeros(())
+    zero_aux = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
+        lambda: value_grad_hess_aux(theta0, u0, data, s)[3]))
     init = _State(theta0, u0, jnp.asarray(jnp.inf), jnp.zeros(n), jnp.zeros((n, n)),
                   jnp.zeros(n), jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False),
                   jnp.asarray(False), jnp.asarray(True), jnp.asarray(False),
-                  jnp.asarray(jnp.inf), jnp.asarray(0))
+                  jnp.asarray(jnp.inf), jnp.asarray(0), zero_aux)
     st = jax.lax.while_loop(cond, body, init)
-    u, u_cov = conditional(st.theta, st.u, data, s)
+    u, u_cov = conditional(st.theta, st.u, data, s, st.aux)  # (aux: at st.theta)
     return NewtonResult(st.theta, u, st.f, st.g, st.H, u_cov, st.n_iter, st.converged,
                         st.failed, st.inner_ok, st.f0, st.n_eval, theta0)
 
