@@ -101,8 +101,9 @@ class Model:
 
     def newton(self, theta0, u0=None, max_iter: int = 100, free=None):
         """Newton's method from ``theta0`` (``optimize.newton_fit``; entries where
-        ``free`` is 0 held), as NumPy: theta, gradient and Hessian in the model's theta,
-        the modes ``u`` (and ``u_cov``) in the engine's layout (see :meth:`modes`)."""
+        ``free`` is 0 held; the engine's ``start_point`` of it), as NumPy: theta,
+        gradient and Hessian in the model's theta, the modes ``u`` (and ``u_cov``) in the
+        engine's layout (see :meth:`modes`)."""
         theta0 = self._theta(theta0)
         return self._strip(newton_fit(self._embed(theta0), self._u0(u0), self.data,
                                       self.structure, max_iter=max_iter, free=self._free(free)))

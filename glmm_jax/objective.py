@@ -60,6 +60,7 @@ class _Engine:
 
     @classmethod
     def conditional_aux(cls, theta, u_hat, data, s, aux):
+        """conditional, reusing :meth:`value_grad_hess_aux`'s ``aux`` at this theta."""
         return cls.conditional(theta, u_hat, data, s)
 
 
@@ -251,12 +252,10 @@ def value_grad_hess_aux(theta, u_hat, data, s):
     return v, g, 0.5 * (H + H.T), aux
 
 
-def conditional(theta, u_hat, data, s, aux=None):
+def conditional(theta, u_hat, data, s, aux):
     """Conditional modes of u given y at theta and their conditional covariances, the
     diagonal blocks of (-H)^{-1}: [B, J, q, q] (a list per term for several terms);
-    ``aux`` from :func:`value_grad_hess_aux` at the same theta, where known."""
-    if aux is None:
-        return engine(s).conditional(theta, u_hat, data, s)
+    ``aux`` from :func:`value_grad_hess_aux` at the same theta."""
     return engine(s).conditional_aux(theta, u_hat, data, s, aux)
 
 

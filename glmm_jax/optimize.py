@@ -31,7 +31,7 @@ class NewtonResult(NamedTuple):
     line_search_failed: jax.Array
     inner_converged: jax.Array  # the conditional modes at theta met their tolerance
     f0: jax.Array  # -log L at theta0
-    n_eval: jax.Array  # points evaluated (accepted or not)
+    n_eval: jax.Array  # points evaluated (accepted or not; both trial points of a pass)
     theta0: jax.Array  # where Newton started (engine.start_point of the start values)
 
 
@@ -59,7 +59,7 @@ class _State(NamedTuple):
     risky: jax.Array  # the next trial may well fail: check its value before its Hessian
     f0: jax.Array
     n_eval: jax.Array
-    aux: tuple  # what conditional reuses at theta (value_grad_hess_aux)
+    aux: object  # what conditional reuses at theta (value_grad_hess_aux: S^{-1} or ())
 
 
 TOL = 1e-12  # Newton decrement g' H^-1 g below TOL (1 + |f|): converged
@@ -131,7 +131,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         alpha = 0.5 * st.alpha
         # a failed line search near the optimum (rounding) counts as converged
         decrement = -(st.g @ st.d)
-        near = decrement < 1e-8 * (1.0 + jnp.abs(st.f))
+        near = jnp.isfinite(st.f) & (decrement < 1e-8 * (1.0 + jnp.abs(st.f)))
         stuck = alpha < 1e-10
         return st._replace(alpha=alpha, converged=stuck & near, failed=stuck & ~near,
                            risky=jnp.asarray(True))
@@ -140,6 +140,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         theta = st.theta + st.alpha * st.d
         slope = st.g @ st.d
         u, inner_iter = modes(theta, st.u, data, s)
+        extra = 0  # points evaluated besides the trial (its twin in psi)
         if value_first:
             trial = (theta, u, inner_iter, slope)
 
@@ -154,12 +155,12 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
                                     lambda: -jnp.inf * jnp.ones(()))
 
             if log_steps:  # where the step in psi leads elsewhere (by 1e-3 of an SD):
-                # the lower of the two points (their values in one vmapped program)
+                # the better of the two points (their values from one compiled copy)
                 theta_p = _log_point(st.theta, st.alpha * st.dp, logm)
                 trial_p = (theta_p, *modes(theta_p, st.u, data, s),
                            st.g @ (_log_jacobian(st.theta, logm) * st.dp))
-                differ = jnp.isfinite(st.f) & (jnp.max(jnp.abs(theta_p - theta)) > 1e-3 * jnp.max(
-                    jnp.abs(st.theta * logm)))
+                gap = jnp.max(jnp.abs(theta_p - theta))
+                differ = jnp.isfinite(st.f) & (gap > 1e-3 * jnp.max(jnp.abs(st.theta * logm)))
 
                 def values():  # (one compiled copy of the value, run twice)
                     both = jax.tree.map(lambda a, b: jnp.stack([a, b]), trial[:2], trial_p[:2])
@@ -167,7 +168,12 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
 
                 f_l, f_p = jax.lax.cond(differ | risky(trial), values,
                                         lambda: -jnp.inf * jnp.ones(2))
-                use_p = differ & (f_p < f_l)
+                # the one that passes its Armijo test, else the lower (NaN: not taken)
+                pass_l, pass_p = (f_l <= st.f + 1e-4 * st.alpha * trial[3],
+                                  f_p <= st.f + 1e-4 * st.alpha * trial_p[3])
+                lower = (f_p < f_l) | (jnp.isnan(f_l) & ~jnp.isnan(f_p))
+                use_p = differ & jnp.where(pass_l != pass_p, pass_p, lower)
+                extra = differ.astype(st.n_eval.dtype)
                 trial = jax.tree.map(lambda a, b: jnp.where(use_p, a, b), trial_p, trial)
                 f_try = jnp.where(use_p, f_p, f_l)
             else:
@@ -181,7 +187,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
             bound = st.f + 1e-4 * st.alpha * slope  # Armijo
             f, g, H, aux = value_grad_hess_aux(theta, u, data, s)
         ok = f <= bound
-        st = st._replace(n_eval=st.n_eval + 1)
+        st = st._replace(n_eval=st.n_eval + 1 + extra)
         return jax.lax.cond(ok, accept, reject, st, theta, u, inner_iter < MAX_INNER_ITER,
                             f, g, H, aux)
 
@@ -189,12 +195,13 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         return ~st.converged & ~st.failed & (st.n_iter < max_iter)
 
     zero = jnp.zeros(())
-    zero_aux = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
-        lambda: value_grad_hess_aux(theta0, u0, data, s)[3]))
+    aux_shape = jax.eval_shape(lambda: value_grad_hess_aux(theta0, u0, data, s)[3])
+    zero_aux = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
+    nan_aux = jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), aux_shape)
     init = _State(theta0, u0, jnp.asarray(jnp.inf), jnp.zeros(n), jnp.zeros((n, n)),
                   jnp.zeros(n), jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False),
                   jnp.asarray(False), jnp.asarray(True), jnp.asarray(False),
-                  jnp.asarray(jnp.inf), jnp.asarray(0), zero_aux)
+                  jnp.asarray(jnp.inf), jnp.asarray(0), nan_aux)  # (no point accepted: NaN)
     st = jax.lax.while_loop(cond, body, init)
     u, u_cov = conditional(st.theta, st.u, data, s, st.aux)  # (aux: at st.theta)
     return NewtonResult(st.theta, u, st.f, st.g, st.H, u_cov, st.n_iter, st.converged,

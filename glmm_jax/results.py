@@ -42,7 +42,8 @@ class Convergence:
     definite), ``max_abs_grad`` the largest gradient entry, ``min_eigenvalue`` the
     smallest eigenvalue of the Hessian (of the free entries, when some are ``fixed``).
     ``theta_start`` is where Newton started: the start values, except that a Gaussian
-    model fitted by ML starts from the fixed effects' GLS estimates at them.
+    model fitted by ML from cross products (the "lmm" engine) with no fixed effect held
+    starts from the fixed effects' GLS estimates at the start's covariance parameters.
     """
 
     status: str
