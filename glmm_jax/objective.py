@@ -55,13 +55,14 @@ class _Engine:
 
     @classmethod
     def value_grad_hess_aux(cls, theta, u_hat, data, s):
-        """value_grad_hess, and what :meth:`conditional_aux` reuses at the same theta."""
+        """value_grad_hess, and what ``conditional`` can reuse at the same theta (its
+        ``aux``: nothing here)."""
         return (*cls.value_grad_hess(theta, u_hat, data, s), ())
 
-    @classmethod
-    def conditional_aux(cls, theta, u_hat, data, s, aux):
-        """conditional, reusing :meth:`value_grad_hess_aux`'s ``aux`` at this theta."""
-        return cls.conditional(theta, u_hat, data, s)
+    @staticmethod
+    def empty_aux(s):
+        """An ``aux`` of the right shapes, holding nothing known (NaN)."""
+        return ()
 
 
 class SingleEngine(_Engine):
@@ -104,7 +105,7 @@ class SingleEngine(_Engine):
             (u_hat, data)))
 
     @staticmethod
-    def conditional(theta, u_hat, data, s):
+    def conditional(theta, u_hat, data, s, aux=()):
         beta, L, log_phi = SingleEngine.unpack(theta, s)
 
         def block(u, d):
@@ -152,7 +153,7 @@ class MultiEngine(_Engine):
         return _vgh(MultiEngine.negloglik, theta, u_hat, data, s)
 
     @staticmethod
-    def conditional(theta, u_hat, data, s):
+    def conditional(theta, u_hat, data, s, aux=()):
         beta, L, log_phi = MultiEngine.unpack(theta, s)
         _, _, nh = crossed.grad_negHess(u_hat, crossed.fixed_eta(beta, data, s), L, log_phi,
                                         data, s)
@@ -196,16 +197,17 @@ class LmmEngine(MultiEngine):
         return lmm.value_grad_hess(theta, data, s, LmmEngine.unpack)
 
     @staticmethod
-    def conditional(theta, u_hat, data, s):
-        return lmm.conditional(LmmEngine.unpack(theta, s), data, s)
+    def conditional(theta, u_hat, data, s, aux=None):  # aux: S^{-1} at theta, if known
+        return lmm.conditional(LmmEngine.unpack(theta, s), data, s, Sinv=aux)
 
     @staticmethod
     def value_grad_hess_aux(theta, u_hat, data, s):  # aux: S^{-1}
         return lmm.value_grad_hess(theta, data, s, LmmEngine.unpack, aux=True)
 
     @staticmethod
-    def conditional_aux(theta, u_hat, data, s, aux):
-        return lmm.conditional(LmmEngine.unpack(theta, s), data, s, Sinv=aux)
+    def empty_aux(s):
+        size = s.r_z + s.p * int(s.reml)  # S's
+        return jnp.full((size, size), jnp.nan)
 
 
 _ENGINES = {Structure: SingleEngine, MultiStructure: MultiEngine, LmmStructure: LmmEngine}
@@ -256,7 +258,7 @@ def conditional(theta, u_hat, data, s, aux):
     """Conditional modes of u given y at theta and their conditional covariances, the
     diagonal blocks of (-H)^{-1}: [B, J, q, q] (a list per term for several terms);
     ``aux`` from :func:`value_grad_hess_aux` at the same theta."""
-    return engine(s).conditional_aux(theta, u_hat, data, s, aux)
+    return engine(s).conditional(theta, u_hat, data, s, aux)
 
 
 def zero_modes(s, data, xp=jnp):

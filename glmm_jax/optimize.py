@@ -107,7 +107,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     value_first, log_steps = eng.value_first, eng.log_steps
     free = jnp.ones(n, theta0.dtype) if free is None else free
     theta0 = eng.start_point(theta0, free, data, s)
-    logm = jnp.asarray(s.theta.scalar_mask() if log_steps else np.zeros(n))
+    logm = jnp.asarray(s.theta.scalar_mask()) if log_steps else None
 
     def direction(g, H):
         return _direction(g * free, H * free[:, None] * free[None, :] + jnp.diag(1.0 - free))
@@ -137,6 +137,9 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
                            risky=jnp.asarray(True))
 
     def body(st: _State):
+        def armijo(slope):  # the largest value a trial along a slope may take
+            return st.f + 1e-4 * st.alpha * slope
+
         theta = st.theta + st.alpha * st.d
         slope = st.g @ st.d
         u, inner_iter = modes(theta, st.u, data, s)
@@ -169,8 +172,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
                 f_l, f_p = jax.lax.cond(differ | risky(trial), values,
                                         lambda: -jnp.inf * jnp.ones(2))
                 # the one that passes its Armijo test, else the lower (NaN: not taken)
-                pass_l, pass_p = (f_l <= st.f + 1e-4 * st.alpha * trial[3],
-                                  f_p <= st.f + 1e-4 * st.alpha * trial_p[3])
+                pass_l, pass_p = f_l <= armijo(trial[3]), f_p <= armijo(trial_p[3])
                 lower = (f_p < f_l) | (jnp.isnan(f_l) & ~jnp.isnan(f_p))
                 use_p = differ & jnp.where(pass_l != pass_p, pass_p, lower)
                 extra = differ.astype(st.n_eval.dtype)
@@ -179,12 +181,12 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
             else:
                 f_try = value(trial)
             theta, u, inner_iter, slope = trial
-            bound = st.f + 1e-4 * st.alpha * slope  # Armijo
+            bound = armijo(slope)
             f, g, H, aux = jax.lax.cond(
                 f_try <= bound, lambda: value_grad_hess_aux(theta, u, data, s),
                 lambda: (f_try, jnp.zeros(n), jnp.zeros((n, n)), zero_aux))
         else:
-            bound = st.f + 1e-4 * st.alpha * slope  # Armijo
+            bound = armijo(slope)
             f, g, H, aux = value_grad_hess_aux(theta, u, data, s)
         ok = f <= bound
         st = st._replace(n_eval=st.n_eval + 1 + extra)
@@ -195,9 +197,8 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         return ~st.converged & ~st.failed & (st.n_iter < max_iter)
 
     zero = jnp.zeros(())
-    aux_shape = jax.eval_shape(lambda: value_grad_hess_aux(theta0, u0, data, s)[3])
-    zero_aux = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
-    nan_aux = jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), aux_shape)
+    nan_aux = eng.empty_aux(s)
+    zero_aux = jax.tree.map(jnp.zeros_like, nan_aux)
     init = _State(theta0, u0, jnp.asarray(jnp.inf), jnp.zeros(n), jnp.zeros((n, n)),
                   jnp.zeros(n), jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False),
                   jnp.asarray(False), jnp.asarray(True), jnp.asarray(False),
