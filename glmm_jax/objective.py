@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import crossed, lmm, smallmat
+from . import crossed, lmm, scalar_laplace, smallmat
 from .crossed import MultiStructure
 from .laplace import Structure, fixed_eta, grad_negHess, solve_modes, total_loglik
 from .lmm import LmmStructure
@@ -99,10 +99,17 @@ class SingleEngine(_Engine):
 
     @staticmethod
     def value_grad_hess(theta, u_hat, data, s):
-        """Block by block (in sequence, so each block's temporaries stay small), summed."""
-        return jax.tree.map(lambda a: jnp.sum(a, axis=0), _map_blocks(
-            lambda a: _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s),
-            (u_hat, data)))
+        """Block by block (in sequence, so each block's temporaries stay small), summed;
+        one scalar term by Laplace: from the rows' Taylor coefficients (scalar_laplace.py),
+        else by autodiff through every row."""
+        if scalar_laplace.applies(s):
+            def block(a):
+                return jax.tree.map(jnp.negative,
+                                    scalar_laplace.block_value_grad_hess(theta, *a, s))
+        else:
+            def block(a):
+                return _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s)
+        return jax.tree.map(lambda a: jnp.sum(a, axis=0), _map_blocks(block, (u_hat, data)))
 
     @staticmethod
     def conditional(theta, u_hat, data, s, aux=()):
