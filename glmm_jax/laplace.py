@@ -212,13 +212,14 @@ def row_derivs(eta, data, log_phi, family: Family):
     return ll, d1, d2
 
 
-def _eta(u, eta0, L, data: ClusterData):
+def row_eta(u, eta0, L, data: ClusterData):
+    """The rows' linear predictors [M, C] at the modes ``u`` [J, q] (eta0: X beta + offset)."""
     b = smallmat.mat_vec(L, u)[data.group]  # [M, q]
     # row-level products are written as broadcasts + sums (they fuse; small dots do not)
     return eta0 + jnp.sum(data.Z * b[:, None, :], axis=-1)
 
 
-def _segsum(v, data: ClusterData, n_groups: int):
+def cluster_sum(v, data: ClusterData, n_groups: int):
     """Sum chunk values [M, ...] into clusters [J, ...]."""
     return jax.ops.segment_sum(v, data.group, num_segments=n_groups, indices_are_sorted=True)
 
@@ -232,20 +233,20 @@ def fixed_eta(beta, data: ClusterData):
 
 def cluster_logh(u, eta0, L, log_phi, data: ClusterData, s: Structure):
     """h_j(u_j) for every cluster, [J]."""
-    ll = data.weights * s.family.logpdf(data.y, _eta(u, eta0, L, data), data.trials, log_phi)
-    ll = _segsum(jnp.sum(ll, axis=1), data, s.n_groups)
+    ll = data.weights * s.family.logpdf(data.y, row_eta(u, eta0, L, data), data.trials, log_phi)
+    ll = cluster_sum(jnp.sum(ll, axis=1), data, s.n_groups)
     return ll - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * s.q * LOG_2PI
 
 
 def grad_negHess(u, eta0, L, log_phi, data: ClusterData, s: Structure):
     """Per-cluster h_j, its gradient [J, q] and negative Hessian [J, q, q] in u."""
-    ll, d1, d2 = row_derivs(_eta(u, eta0, L, data), data, log_phi, s.family)
+    ll, d1, d2 = row_derivs(row_eta(u, eta0, L, data), data, log_phi, s.family)
     Z = data.Z
-    h = _segsum(jnp.sum(ll, axis=1), data, s.n_groups)
+    h = cluster_sum(jnp.sum(ll, axis=1), data, s.n_groups)
     h = h - 0.5 * jnp.sum(u * u, axis=1) - 0.5 * s.q * LOG_2PI
-    gb = _segsum(jnp.sum(d1[..., None] * Z, axis=1), data, s.n_groups)  # [J, q]
+    gb = cluster_sum(jnp.sum(d1[..., None] * Z, axis=1), data, s.n_groups)  # [J, q]
     ZZ = Z[..., :, None] * Z[..., None, :]
-    Hb = _segsum(jnp.sum(d2[..., None, None] * ZZ, axis=1), data, s.n_groups)  # [J, q, q]
+    Hb = cluster_sum(jnp.sum(d2[..., None, None] * ZZ, axis=1), data, s.n_groups)  # [J, q, q]
     g = smallmat.mat_vec(L.T, gb) - u
     # L' Hb L per cluster, as broadcasts and a sum (see smallmat.mat_vec)
     LHL = jnp.sum(Hb[:, :, :, None, None] * L[:, None, :, None] * L[None, :, None, :],

@@ -2,7 +2,8 @@
 
 Three engines compute the (Laplace/AGHQ) marginal likelihood:
 
-- ``single`` (laplace.py): one grouping factor, clusters in blocks [B, J, ...];
+- ``single`` (laplace.py): one grouping factor, clusters in blocks [B, J, ...] (the
+  Hessian of one scalar term by Laplace: scalar_laplace.py);
 - ``multi`` (crossed.py, nested.py): several terms (or REML), a joint Laplace; or no
   terms (a GLM: no modes, an exact likelihood);
 - ``lmm`` (lmm.py): Gaussian models from cross products, exact.

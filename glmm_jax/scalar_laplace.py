@@ -17,11 +17,15 @@ then a cluster's moment,
                                          s2, s3, s4),
     sum_i a_k(eta_i) z_i^m x_i x_i'     (three p x p: by quadratic forms qS, qA, qB),
 
-so each cluster's log marginal likelihood is a function of seven scalars, differentiated
+with qS = v' (sum_i a''_i x_i x_i') v / 2 and so on (the factor 1/2 of a Taylor term), so
+each cluster's log marginal likelihood is a function of seven scalars, differentiated
 per cluster (:func:`_cluster_derivs`). A quadratic form's gradient vanishes at v = 0, so
 its matrix enters the Hessian only as dl/dq times the matrix, and the three Gram
 matrices of every cluster collapse into one X' diag(r) X over the rows. The tests
 compare all three with the joint engine's autodiff (tests/test_scalar_laplace.py).
+
+The modes are taken as given (no implicit-mode rule): these derivatives are exact, but
+not themselves differentiable in theta, as no caller needs.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .laplace import ClusterData, Structure, _eta, _segsum, fixed_eta
+from .laplace import ClusterData, Structure, cluster_sum, fixed_eta, row_eta
 
 
 def applies(s: Structure) -> bool:
@@ -39,7 +43,8 @@ def applies(s: Structure) -> bool:
 
 
 def row_taylor(eta, data: ClusterData, family, log_phi):
-    """The rows' weighted log density and its first four derivatives in eta, [5, M, C]."""
+    """The rows' weighted log density and its first four derivatives in eta: five [M, C]
+    arrays."""
 
     def f(e):
         return data.weights * family.logpdf(data.y, e, data.trials, log_phi)
@@ -70,8 +75,8 @@ def _cluster_derivs(consts):
 
     The mode u(x) solves G(u, x) = 0, G = d h / d u to second order; l = Phi(u(x), x),
     Phi = h - log(D) / 2. By the implicit function theorem u_x = -G_x / G_u and
-    l_xx = Phi_xx - (Phi_u / G_u) G_xx, each taken along u(x). h, G / sigma and the
-    curvature sum c (D = 1 - sigma^2 c) are polynomials in y = (e, s2, s3, s4),
+    l_xx = Phi_xx - (Phi_u / G_u) G_xx, each taken along u(x). h, P = (G + u) / sigma
+    and the curvature sum c (D = 1 - sigma^2 c) are polynomials in y = (e, s2, s3, s4),
     e = sigma u - sigma_hat u_hat (0 at the point), whose derivatives in
     w = (u, sigma, s2, s3, s4) follow by the chain rule (e_u = sigma, e_sigma = u,
     e_{u sigma} = 1). Everything is written elementwise over the clusters (small batched
@@ -79,7 +84,7 @@ def _cluster_derivs(consts):
     """
     H0, S1z, S2zz, A3zz, B4zz, u, sigma = consts
     zero, one = jnp.zeros_like(u), jnp.ones_like(u)
-    d_u, d_s = jnp.eye(5, dtype=u.dtype)[:2]
+    d_u, d_sig = jnp.eye(5, dtype=u.dtype)[:2]  # the directions of u and sigma in w
 
     def vec(*a):
         return jnp.stack(a, axis=-1)
@@ -102,16 +107,16 @@ def _cluster_derivs(consts):
     c_w, c_ww = in_w(A3zz, (zero, one, zero), B4zz, 3)
     sig = sigma[:, None]
     D = 1.0 - sigma * sigma * S2zz
-    D_w = -sig**2 * c_w - 2.0 * (sigma * S2zz)[:, None] * d_s
-    D_ww = (-sig[..., None]**2 * c_ww - 2.0 * sig[..., None] * _outer_sym(c_w, d_s)
-            - 2.0 * S2zz[:, None, None] * jnp.outer(d_s, d_s))
+    D_w = -sig**2 * c_w - 2.0 * (sigma * S2zz)[:, None] * d_sig
+    D_ww = (-sig[..., None]**2 * c_ww - 2.0 * sig[..., None] * _outer_sym(c_w, d_sig)
+            - 2.0 * S2zz[:, None, None] * jnp.outer(d_sig, d_sig))
     Phi_w = h_w - 0.5 * D_w / D[:, None]
     Phi_ww = h_ww - 0.5 * (D_ww / D[:, None, None]
                            - D_w[:, :, None] * D_w[:, None, :] / (D * D)[:, None, None])
     # G = sigma P - u, P = S1z + s2 + S2zz e + e s3 + A3zz e^2 / 2 (P = S1z at the point)
     P_w, P_ww = in_w(S2zz, (one, zero, zero), A3zz, 2)
-    G_w = sig * P_w + S1z[:, None] * d_s - d_u
-    G_ww = sig[..., None] * P_ww + _outer_sym(P_w, d_s)
+    G_w = sig * P_w + S1z[:, None] * d_sig - d_u
+    G_ww = sig[..., None] * P_ww + _outer_sym(P_w, d_sig)
     Phi_u, G_u = Phi_w[:, 0], G_w[:, 0]
     u_x = -G_w[:, 1:] / G_u[:, None]
 
@@ -133,16 +138,16 @@ def block_value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
     (beta, sigma), at the converged modes ``u_hat`` [J, 1]."""
     p, J = s.p, s.n_groups
     beta, sigma = theta[:p], theta[p]
-    eta = _eta(u_hat, fixed_eta(beta, data), sigma.reshape(1, 1), data)
+    eta = row_eta(u_hat, fixed_eta(beta, data), sigma.reshape(1, 1), data)
     a0, a1, a2, a3, a4 = row_taylor(eta, data, s.family, jnp.zeros((), theta.dtype))
     z = data.Z[..., 0]
     z2 = z * z
     M, C, _ = data.X.shape
     # the clusters' moments: scalars [J, 5], and the linear forms' vectors [J, 3, p]
-    scal = _segsum(jnp.sum(jnp.stack([a0, a1 * z, a2 * z2, a3 * z2 * z, a4 * z2 * z2]),
+    scal = cluster_sum(jnp.sum(jnp.stack([a0, a1 * z, a2 * z2, a3 * z2 * z, a4 * z2 * z2]),
                            axis=-1).T, data, J)
     w = jnp.stack([a2 * z, a3 * z2, a4 * z2 * z], axis=-1)  # [M, C, 3]
-    V = _segsum(jnp.sum(w[..., :, None] * data.X[..., None, :], axis=1), data, J)
+    V = cluster_sum(jnp.sum(w[..., :, None] * data.X[..., None, :], axis=1), data, J)
     value, grad, hess = _cluster_derivs((*scal.T, u_hat[:, 0], jnp.broadcast_to(sigma, (J,))))
     # the Gram matrices: sum_j dl_j/dq_k sum_i w_ki x_i x_i' = X' diag(r) X, one product
     # with the gradient's X' a1

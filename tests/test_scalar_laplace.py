@@ -8,7 +8,6 @@ effects: sizes.py), so the models here are built unpadded."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import glmm_jax as gj
@@ -40,8 +39,8 @@ CASES = {
 }
 
 
-def _data(name):
-    return gj.datasets.load("cbpp") if "trials" in name else _registry()
+def _data(formula):
+    return gj.datasets.load("cbpp") if formula.startswith("cbind") else _registry()
 
 
 def _assert_same(a, b):
@@ -54,14 +53,15 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("name", list(CASES))
 def test_same_as_autodiff_through_rows(name):
     formula, family, kw = CASES[name]
-    df = _data(name)
+    df = _data(formula)
     single = gj.build_model(formula, df, family=family, **kw)
     joint = gj.build_model(formula, df, family=family, engine="multi", **kw)
     assert scalar_laplace.applies(single.structure)
     start = single.start()
     rng = np.random.default_rng(0)
     for theta in (start, start + 0.2 * rng.normal(size=start.size),
-                  np.r_[start[:-1] - 0.1, -0.8]):  # (a negative factor: the same model)
+                  np.r_[start[:-1] - 0.1, -0.8],  # (a negative factor: the same model)
+                  np.r_[start[:-1], 0.0]):  # (a zero SD, as at a singular fit)
         _assert_same(single.value_grad_hess(theta), joint.value_grad_hess(theta))
 
 
@@ -69,6 +69,7 @@ def test_several_blocks(monkeypatch):
     formula, family, _ = CASES["logit"]
     df = _registry(n_rows=2000, n_hospitals=80)
     monkeypatch.setattr(gj.laplace, "BLOCK_ROWS", 256)
+    monkeypatch.setattr(gj.laplace, "ACCELERATOR_BLOCK_ROWS", 256)
     single = gj.build_model(formula, df, family=family)
     assert single.data.y.shape[0] >= 5
     joint = gj.build_model(formula, df, family=family, engine="multi")
@@ -76,14 +77,38 @@ def test_several_blocks(monkeypatch):
     _assert_same(single.value_grad_hess(theta), joint.value_grad_hess(theta))
 
 
+def test_single_engine_takes_this_path(monkeypatch):
+    # the engine's Hessian is this module's (it would also match the joint engine by the
+    # autodiff path): count the calls while a program of a new shape is traced
+    calls = []
+    inner = scalar_laplace.block_value_grad_hess
+
+    def counted(*args):
+        calls.append(1)
+        return inner(*args)
+
+    monkeypatch.setattr(scalar_laplace, "block_value_grad_hess", counted)
+    model = gj.build_model(CASES["logit"][0], _registry(n_rows=777, n_hospitals=33))
+    model.value_grad_hess(model.start())
+    assert calls
+
+
 @pytest.mark.parametrize("formula, family, nagq", [
     ("y ~ age + (1 + age | hospital)", "binomial", 1),  # a vector term
     ("y ~ age + (1 | hospital)", "binomial", 5),  # quadrature
     ("count ~ age + (1 | hospital)", "negative_binomial", 1),  # a dispersion parameter
 ])
-def test_other_models_keep_autodiff(formula, family, nagq):
+def test_applies_only_where_exact(formula, family, nagq):
     model = gj.build_model(formula, _registry(), family=family, nagq=nagq)
     assert not scalar_laplace.applies(model.structure)
+
+
+def test_small_models_run_a_padded_two_effect_program(monkeypatch):
+    # up to sizes.SMALL_ROWS rows, a random intercept runs in a program for two effects
+    # (so that adding a slope reuses it): there the rows' autodiff stays
+    monkeypatch.undo()
+    model = gj.build_model(CASES["logit"][0], _registry())
+    assert model.structure.q == 2 and not scalar_laplace.applies(model.structure)
 
 
 def test_fit_unchanged_against_the_joint_engine():
@@ -95,4 +120,3 @@ def test_fit_unchanged_against_the_joint_engine():
     assert single.loglik == pytest.approx(joint.loglik, abs=1e-9)
     np.testing.assert_allclose(single.theta, joint.theta, atol=1e-7)
     np.testing.assert_allclose(single.se, joint.se, rtol=1e-6)
-    assert isinstance(single.fixef, pd.Series)
