@@ -196,8 +196,9 @@ def gh_rule(nagq: int, q: int) -> tuple[np.ndarray, np.ndarray]:
     return t1[idx], lw1[idx].sum(axis=1)
 
 
-def row_derivs(eta, data, log_phi, family: Family):
-    """Weighted log density per row and its first two derivatives in eta (autodiff).
+def row_derivs(eta, data, log_phi, family: Family, order: int = 2):
+    """Weighted log density per row and its first ``order`` (2 or 4) derivatives in eta
+    (autodiff), a tuple of ``order + 1`` arrays.
 
     ``data`` is any record with ``y``, ``trials`` and ``weights`` arrays.
     """
@@ -205,11 +206,19 @@ def row_derivs(eta, data, log_phi, family: Family):
     def f(e):
         return data.weights * family.logpdf(data.y, e, data.trials, log_phi)
 
-    def df(e):
+    def df(e):  # (f, f')
         return jax.jvp(f, (e,), (jnp.ones_like(e),))
 
     (ll, d1), (_, d2) = jax.jvp(df, (eta,), (jnp.ones_like(eta),))
-    return ll, d1, d2
+    if order == 2:
+        return ll, d1, d2
+
+    def d2f(e):  # (the second derivative, the third)
+        return jax.jvp(lambda x: jax.jvp(df, (x,), (jnp.ones_like(x),))[1][1], (e,),
+                       (jnp.ones_like(e),))
+
+    (_, d3), (_, d4) = jax.jvp(d2f, (eta,), (jnp.ones_like(eta),))
+    return ll, d1, d2, d3, d4
 
 
 def row_eta(u, eta0, L, data: ClusterData):

@@ -3,7 +3,7 @@
 
 Autodiff through every row (laplace.py) pushes p + 1 second-order tangents through each
 row's derivatives (and compiles a large program). Here each row contributes once its log
-density's first four derivatives in eta (by autodiff, :func:`row_taylor`), and the chain
+density's first four derivatives in eta (by autodiff, ``laplace.row_derivs``), and the chain
 rule through the modes runs per cluster. With theta = (beta, sigma) and the converged
 modes u_hat, a row moves by delta_i = x_i . v + z_i e (v = beta - beta_hat,
 e = sigma u - sigma_hat u_hat). Replacing each row's log density by its Taylor
@@ -30,38 +30,15 @@ not themselves differentiable in theta, as no caller needs.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from .laplace import ClusterData, Structure, cluster_sum, fixed_eta, row_eta
+from .laplace import ClusterData, Structure, cluster_sum, fixed_eta, row_derivs, row_eta
 
 
 def applies(s: Structure) -> bool:
     """Models whose Hessian this module computes: one scalar term, Laplace, and no
     dispersion parameter."""
     return s.q == 1 and s.nagq == 1 and not s.family.has_dispersion
-
-
-def row_taylor(eta, data: ClusterData, family, log_phi):
-    """The rows' weighted log density and its first four derivatives in eta: five [M, C]
-    arrays."""
-
-    def f(e):
-        return data.weights * family.logpdf(data.y, e, data.trials, log_phi)
-
-    ones = jnp.ones_like(eta)
-
-    def up(g):  # (g, g') of a function g, by one jvp
-        return lambda e: jax.jvp(g, (e,), (ones,))
-
-    def d1(e):
-        return up(f)(e)[1]
-
-    def d2(e):
-        return up(d1)(e)[1]
-
-    (a0, a1), ((a2, a3), (_, a4)) = up(f)(eta), jax.jvp(up(d2), (eta,), (ones,))
-    return a0, a1, a2, a3, a4
 
 
 def _outer_sym(a, b):
@@ -139,7 +116,7 @@ def block_value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
     p, J = s.p, s.n_groups
     beta, sigma = theta[:p], theta[p]
     eta = row_eta(u_hat, fixed_eta(beta, data), sigma.reshape(1, 1), data)
-    a0, a1, a2, a3, a4 = row_taylor(eta, data, s.family, jnp.zeros((), theta.dtype))
+    a0, a1, a2, a3, a4 = row_derivs(eta, data, jnp.zeros((), theta.dtype), s.family, 4)
     z = data.Z[..., 0]
     z2 = z * z
     M, C, _ = data.X.shape
