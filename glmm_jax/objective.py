@@ -9,7 +9,8 @@ Three engines compute the (Laplace/AGHQ) marginal likelihood:
 - ``lmm`` (lmm.py): Gaussian models from cross products, exact.
 
 Each is an object with the same methods (``unpack``, ``modes``, ``negloglik``,
-``value_grad_hess``, ``conditional``, ``zero_modes``, ``per_term``); :func:`engine` picks
+``value_grad_hess``, ``conditional``, ``predict_modes``, ``zero_modes``, ``per_term``);
+:func:`engine` picks
 it from the model's static structure, in this one place. theta's layout is
 ``structure.theta`` (theta.py).
 """
@@ -61,9 +62,15 @@ class _Engine:
         return (*cls.value_grad_hess(theta, u_hat, data, s), ())
 
     @staticmethod
-    def empty_aux(s):
+    def empty_aux(s, data):
         """An ``aux`` of the right shapes, holding nothing known (NaN)."""
         return ()
+
+    @staticmethod
+    def predict_modes(u_hat, aux, step):
+        """Starting modes at theta + ``step`` from the modes ``u_hat`` at theta (and its
+        ``aux``): ``u_hat`` itself."""
+        return u_hat
 
 
 class SingleEngine(_Engine):
@@ -104,16 +111,48 @@ class SingleEngine(_Engine):
         one scalar term by Laplace: from the rows' Taylor coefficients (scalar_laplace.py),
         else by autodiff through every row."""
         if scalar_laplace.applies(s):
-            def block(a):
-                return jax.tree.map(jnp.negative,
-                                    scalar_laplace.block_value_grad_hess(theta, *a, s))
-        else:
-            def block(a):
-                return _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s)
+            return SingleEngine.value_grad_hess_aux(theta, u_hat, data, s)[:3]
+
+        def block(a):
+            return _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s)
         return jax.tree.map(lambda a: jnp.sum(a, axis=0), _map_blocks(block, (u_hat, data)))
 
     @staticmethod
+    def value_grad_hess_aux(theta, u_hat, data, s):
+        """value_grad_hess; with one scalar term by Laplace, its ``aux`` holds what the
+        Hessian's pass over the rows also gives: the conditional covariances [B, J, 1, 1]
+        (for ``conditional``) and the modes' derivatives in theta [B, J, n] (for
+        ``predict_modes``)."""
+        if not scalar_laplace.applies(s):
+            return (*SingleEngine.value_grad_hess(theta, u_hat, data, s), ())
+
+        def block(a):
+            v, g, H, cov, du = scalar_laplace.block_value_grad_hess(theta, *a, s)
+            return (-v, -g, -H), (cov, du)
+
+        (v, g, H), aux = _map_blocks(block, (u_hat, data))
+        return jnp.sum(v, axis=0), jnp.sum(g, axis=0), jnp.sum(H, axis=0), aux
+
+    @staticmethod
+    def empty_aux(s, data):
+        if not scalar_laplace.applies(s):
+            return ()
+        B, n = data.y.shape[0], s.theta.size
+        return (jnp.full((B, s.n_groups, 1, 1), jnp.nan), jnp.full((B, s.n_groups, n), jnp.nan))
+
+    @staticmethod
+    def predict_modes(u_hat, aux, step):
+        """The modes at theta + ``step`` to first order (where ``aux`` holds their
+        derivatives: one scalar term by Laplace), else ``u_hat``."""
+        if not aux:
+            return u_hat
+        guess = u_hat + (aux[1] @ step)[..., None]
+        return jnp.where(jnp.isfinite(guess), guess, u_hat)
+
+    @staticmethod
     def conditional(theta, u_hat, data, s, aux=()):
+        if aux:  # (from the Hessian's pass at theta)
+            return u_hat, aux[0]
         beta, L, log_phi = SingleEngine.unpack(theta, s)
 
         def block(u, d):
@@ -213,7 +252,7 @@ class LmmEngine(MultiEngine):
         return lmm.value_grad_hess(theta, data, s, LmmEngine.unpack, aux=True)
 
     @staticmethod
-    def empty_aux(s):
+    def empty_aux(s, data):
         size = s.r_z + s.p * int(s.reml)  # S's
         return jnp.full((size, size), jnp.nan)
 

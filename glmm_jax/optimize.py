@@ -92,7 +92,10 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     One loop evaluates one trial point per pass, with its value, exact gradient and
     Hessian (full Newton steps are almost always accepted, so a separate value-only
     evaluation would cost more than it saves); a point that fails the Armijo test halves
-    the step. The mode solver and the Hessian each appear once in the compiled program.
+    the step. A trial's modes start from the accepted point's, moved to first order
+    where the engine knows their derivatives (``predict_modes``: one scalar term by
+    Laplace, from the Hessian's pass). The mode solver and the Hessian each appear once
+    in the compiled program.
     With several random terms (where a Hessian can cost seconds), a trial point after a
     rejection or after a step from an indefinite Hessian is first checked on its value.
     Gaussian models (whose value costs a small part of a Hessian) start from their GLS
@@ -142,7 +145,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
 
         theta = st.theta + st.alpha * st.d
         slope = st.g @ st.d
-        u, inner_iter = modes(theta, st.u, data, s)
+        u, inner_iter = modes(theta, eng.predict_modes(st.u, st.aux, theta - st.theta), data, s)
         extra = 0  # points evaluated besides the trial (its twin in psi)
         if value_first:
             trial = (theta, u, inner_iter, slope)
@@ -197,7 +200,7 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
         return ~st.converged & ~st.failed & (st.n_iter < max_iter)
 
     zero = jnp.zeros(())
-    nan_aux = eng.empty_aux(s)
+    nan_aux = eng.empty_aux(s, data)
     zero_aux = jax.tree.map(jnp.zeros_like, nan_aux)
     init = _State(theta0, u0, jnp.asarray(jnp.inf), jnp.zeros(n), jnp.zeros((n, n)),
                   jnp.zeros(n), jnp.zeros(n), zero, jnp.asarray(0), jnp.asarray(False),

@@ -48,7 +48,8 @@ def _outer_sym(a, b):
 
 def _cluster_derivs(consts):
     """Each cluster's log marginal likelihood l [J], its gradient in x = (sigma, s2, s3,
-    s4) and (qS, qA, qB) [J, 7], and its Hessian in x [J, 4, 4] (module docstring).
+    s4) and (qS, qA, qB) [J, 7], its Hessian in x [J, 4, 4] (module docstring), the
+    mode's derivatives in (sigma, s2) [J, 2] and D = -d2h/du2 [J].
 
     The mode u(x) solves G(u, x) = 0, G = d h / d u to second order; l = Phi(u(x), x),
     Phi = h - log(D) / 2. By the implicit function theorem u_x = -G_x / G_u and
@@ -107,12 +108,13 @@ def _cluster_derivs(consts):
     # mode only), qB enters c
     grad_q = vec(one, -Phi_u * sigma / G_u, 0.5 * sigma * sigma / D)
     value = H0 - 0.5 * u * u - 0.5 * jnp.log(D)
-    return value, jnp.concatenate([grad_x, grad_q], axis=1), hess
+    return value, jnp.concatenate([grad_x, grad_q], axis=1), hess, u_x[:, :2], D
 
 
 def block_value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
     """log L of one block (with its constants), its gradient and Hessian in theta =
-    (beta, sigma), at the converged modes ``u_hat`` [J, 1]."""
+    (beta, sigma), at the converged modes ``u_hat`` [J, 1]; and, per cluster, the
+    conditional variance of u [J, 1, 1] and the mode's derivatives in theta [J, p + 1]."""
     p, J = s.p, s.n_groups
     beta, sigma = theta[:p], theta[p]
     eta = row_eta(u_hat, fixed_eta(beta, data), sigma.reshape(1, 1), data)
@@ -125,7 +127,8 @@ def block_value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
                            axis=-1).T, data, J)
     w = jnp.stack([a2 * z, a3 * z2, a4 * z2 * z], axis=-1)  # [M, C, 3]
     V = cluster_sum(jnp.sum(w[..., :, None] * data.X[..., None, :], axis=1), data, J)
-    value, grad, hess = _cluster_derivs((*scal.T, u_hat[:, 0], jnp.broadcast_to(sigma, (J,))))
+    value, grad, hess, u_x, D = _cluster_derivs((*scal.T, u_hat[:, 0],
+                                                 jnp.broadcast_to(sigma, (J,))))
     # the Gram matrices: sum_j dl_j/dq_k sum_i w_ki x_i x_i' = X' diag(r) X, one product
     # with the gradient's X' a1
     cq = grad[:, 4:][data.group]  # [M, 3]
@@ -137,4 +140,5 @@ def block_value_grad_hess(theta, u_hat, data: ClusterData, s: Structure):
     H_bs = jnp.einsum("jkp,jk->p", V, hess[:, 1:, 0])
     g = jnp.concatenate([g_beta, jnp.sum(grad[:, :1], axis=0)])
     H = jnp.block([[H_bb, H_bs[:, None]], [H_bs[None, :], jnp.sum(hess[:, :1, :1], axis=0)]])
-    return jnp.sum(value) + data.log_const, g, H
+    du = jnp.concatenate([u_x[:, 1:2] * V[:, 0], u_x[:, :1]], axis=1)  # (s2 = V[:, 0] . v)
+    return jnp.sum(value) + data.log_const, g, H, (1.0 / D)[:, None, None], du

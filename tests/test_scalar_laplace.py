@@ -7,6 +7,7 @@ effects: sizes.py), so the models here are built unpadded."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -120,3 +121,28 @@ def test_fit_unchanged_against_the_joint_engine():
     assert single.loglik == pytest.approx(joint.loglik, abs=1e-9)
     np.testing.assert_allclose(single.theta, joint.theta, atol=1e-7)
     np.testing.assert_allclose(single.se, joint.se, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["logit", "poisson, offset and weights", "slope only"])
+def test_modes_derivatives_and_conditional_variances(name):
+    # what the Hessian's pass also hands Newton (objective.SingleEngine's aux): the modes'
+    # derivatives in theta (to start the next modes: predict_modes) against central
+    # differences of the solved modes, and the conditional variances against the
+    # inverse of -d2h/du2 from the modes' own pass (laplace.grad_negHess)
+    formula, family, kw = CASES[name]
+    model = gj.build_model(formula, _registry(), family=family, **kw)
+    s, data = model.structure, model.data
+    theta = model.start() + 0.05
+    u = model.modes(theta)
+    *_, (cov, du) = gj.objective.value_grad_hess_aux(jnp.asarray(theta), u, data, s)
+    _, cov_rows = gj.objective.SingleEngine.conditional(jnp.asarray(theta), u, data, s)
+    np.testing.assert_allclose(cov, cov_rows, rtol=1e-12)
+    h = 1e-5
+    for k in range(theta.size):
+        e = np.eye(theta.size)[k] * h
+        fd = (np.asarray(model.modes(theta + e)) - np.asarray(model.modes(theta - e))) / (2 * h)
+        np.testing.assert_allclose(np.asarray(du)[..., k], fd[..., 0], atol=1e-6)
+    step = 0.01 * np.ones(theta.size)
+    guess = gj.objective.SingleEngine.predict_modes(u, (cov, du), jnp.asarray(step))
+    solved = np.asarray(model.modes(theta + step))
+    assert np.max(np.abs(guess - solved)) < 0.1 * np.max(np.abs(np.asarray(u) - solved))
