@@ -12,8 +12,7 @@ does not pay).
 from __future__ import annotations
 
 import numpy as np
-
-from .lazy import special
+from scipy import special
 
 
 def norm_sf(x):
