@@ -10,9 +10,8 @@ Three engines compute the (Laplace/AGHQ) marginal likelihood:
 
 Each is an object with the same methods (``unpack``, ``modes``, ``negloglik``,
 ``value_grad_hess``, ``conditional``, ``predict_modes``, ``zero_modes``, ``per_term``);
-:func:`engine` picks
-it from the model's static structure, in this one place. theta's layout is
-``structure.theta`` (theta.py).
+:func:`engine` picks it from the model's static structure, in this one place. theta's
+layout is ``structure.theta`` (theta.py).
 """
 
 from __future__ import annotations
@@ -110,25 +109,21 @@ class SingleEngine(_Engine):
         """Block by block (in sequence, so each block's temporaries stay small), summed;
         one scalar term by Laplace: from the rows' Taylor coefficients (scalar_laplace.py),
         else by autodiff through every row."""
-        if scalar_laplace.applies(s):
-            return SingleEngine.value_grad_hess_aux(theta, u_hat, data, s)[:3]
-
-        def block(a):
-            return _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s)
-        return jax.tree.map(lambda a: jnp.sum(a, axis=0), _map_blocks(block, (u_hat, data)))
+        return SingleEngine.value_grad_hess_aux(theta, u_hat, data, s)[:3]
 
     @staticmethod
     def value_grad_hess_aux(theta, u_hat, data, s):
         """value_grad_hess; with one scalar term by Laplace, its ``aux`` holds what the
         Hessian's pass over the rows also gives: the conditional covariances [B, J, 1, 1]
         (for ``conditional``) and the modes' derivatives in theta [B, J, n] (for
-        ``predict_modes``)."""
-        if not scalar_laplace.applies(s):
-            return (*SingleEngine.value_grad_hess(theta, u_hat, data, s), ())
-
-        def block(a):
-            v, g, H, cov, du = scalar_laplace.block_value_grad_hess(theta, *a, s)
-            return (-v, -g, -H), (cov, du)
+        ``predict_modes``); else it is ()."""
+        if scalar_laplace.applies(s):
+            def block(a):
+                v, g, H, cov, du = scalar_laplace.block_value_grad_hess(theta, *a, s)
+                return (-v, -g, -H), (cov, du)
+        else:
+            def block(a):
+                return _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s), ()
 
         (v, g, H), aux = _map_blocks(block, (u_hat, data))
         return jnp.sum(v, axis=0), jnp.sum(g, axis=0), jnp.sum(H, axis=0), aux
