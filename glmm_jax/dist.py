@@ -12,7 +12,8 @@ does not pay).
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
+
+from .lazy import special
 
 
 def norm_sf(x):

@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 from jax.scipy.special import gammaln, log_ndtr
-from scipy import special
 
 from .errors import GLMMInputError
+from .lazy import special
 
 
 def _xp(x):

@@ -6,9 +6,11 @@ A program is compiled for its array shapes and static structure. Small models (a
 compile: fixed effects to a width of :data:`FIXED_WIDTHS` (zero columns, coefficients
 held at 0), rows, chunks and clusters to powers of two; and a model whose data fit in
 the sizes of a program already built in this process (with the same structure) takes
-those sizes, so that a refit on a subset, or with a covariate fewer, compiles nothing.
-Larger models are padded to the finer grid of :func:`bucket` (at most 19%), with their
-own number of fixed effects. Padding has zero weight and never changes a result.
+those sizes, so that a refit on a subset, or with a covariate fewer, compiles nothing;
+a random intercept (Laplace) takes a two-effect program laid out before for a random
+slope where it fits (layout.py), else its own. Larger models are padded to the finer
+grid of :func:`bucket` (at most 19%), with their own number of fixed effects. Padding
+has zero weight and never changes a result.
 """
 
 from __future__ import annotations
@@ -66,16 +68,19 @@ def slots_allowed(n_rows: int) -> int:
     return max(MAX_SLOTS * n_rows, MIN_SLOTS)
 
 
-def reuse(key: tuple, fits, default: tuple) -> tuple:
+def find(key: tuple, fits) -> tuple | None:
     """The smallest sizes already used under ``key`` for which ``fits(sizes)`` holds (a
-    refit of the same structure), else ``default``; remembered under ``key``. Sizes are
-    tuples whose first entry orders them by cost (their row slots)."""
-    used = _USED.setdefault(key, [])
-    for sizes in sorted(used):
-        if fits(sizes):
-            return sizes
-    used.append(default)
-    return default
+    refit of the same structure), else None. Sizes are tuples whose first entry orders
+    them by cost (their row slots)."""
+    return next((sizes for sizes in sorted(_USED.get(key, ())) if fits(sizes)), None)
+
+
+def reuse(key: tuple, fits, default: tuple) -> tuple:
+    """:func:`find`, else ``default``, remembered under ``key``."""
+    found = find(key, fits)
+    if found is None:
+        _USED.setdefault(key, []).append(default)
+    return default if found is None else found
 
 
 def forget() -> None:

@@ -1,11 +1,12 @@
 """``import glmm_jax`` loads what every fit needs and no more: scipy.stats,
-scipy.optimize and matplotlib (about 0.7 s of imports together) come in when a function
-that needs them runs."""
+scipy.optimize, scipy.special, scipy.sparse and matplotlib (about 0.8 s of imports
+together) come in when a function that needs them runs."""
 
 import subprocess
 import sys
 
-LAZY = ("scipy.stats", "scipy.optimize", "matplotlib", "optax")
+LAZY = ("scipy.stats", "scipy.optimize", "scipy.special", "scipy.sparse", "matplotlib",
+        "optax")
 
 
 def test_import_leaves_the_slow_modules_for_later():

@@ -104,12 +104,20 @@ def test_applies_only_where_exact(formula, family, nagq):
     assert not scalar_laplace.applies(model.structure)
 
 
-def test_small_models_run_a_padded_two_effect_program(monkeypatch):
-    # up to sizes.SMALL_ROWS rows, a random intercept runs in a program for two effects
-    # (so that adding a slope reuses it): there the rows' autodiff stays
+def test_small_models_take_a_two_effect_program_after_a_slope(monkeypatch):
+    # up to sizes.SMALL_ROWS rows, a random intercept runs in its own (padded) program,
+    # by this module, unless the process already laid out a program for two effects (a
+    # random slope) that holds it: then it reuses that one, where the rows' autodiff stays
     monkeypatch.undo()
-    model = gj.build_model(CASES["logit"][0], _registry())
+    gj.sizes.forget()
+    df = _registry()
+    model = gj.build_model(CASES["logit"][0], df)
+    assert model.padding is not None and model.structure.q == 1
+    assert scalar_laplace.applies(model.structure)
+    gj.build_model("y ~ age + sex + comorb + teaching + (age | hospital)", df)
+    model = gj.build_model(CASES["logit"][0], df)
     assert model.structure.q == 2 and not scalar_laplace.applies(model.structure)
+    gj.sizes.forget()
 
 
 def test_fit_unchanged_against_the_joint_engine():

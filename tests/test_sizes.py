@@ -1,7 +1,7 @@
 """Padded programs (sizes.py): small models take padded sizes (fixed-effect columns, a
-random intercept as a two-effect term, rows, chunks, clusters), so that refits of the
-same structure reuse one compiled program; the padding changes no number and never
-shows."""
+random intercept as a two-effect term after a random slope, rows, chunks, clusters), so
+that refits of the same structure reuse one compiled program; the padding changes no
+number and never shows."""
 
 import jax
 import numpy as np
@@ -76,7 +76,8 @@ def test_padded_programs_give_the_unpadded_fit(hospital, monkeypatch, formula, f
 
 def test_a_session_of_refits_compiles_once(hospital):
     """Covariates added and dropped, an interaction, a quadratic term, subsets of rows
-    and clusters, a random slope: one Newton program."""
+    and clusters: one Newton program; a random slope: a second, which then also serves
+    the random intercept."""
     jax.clear_caches()
     gj.sizes.forget()
     steps = [
@@ -86,16 +87,22 @@ def test_a_session_of_refits_compiles_once(hospital):
         ("y ~ sex + comorb + (1 | hospital)", hospital.query("age > -0.5")),
         ("y ~ age + sex + (1 | hospital)", hospital.query("comorb < 3")),
         ("y ~ age + sex + (1 | hospital)", hospital[hospital.hospital.cat.codes < 50]),
-        ("y ~ age + teaching + (age | hospital)", hospital.query("sex == 0")),
     ]
     before = compilations()
     fits = [gj.fit(steps[0][0], steps[0][1])]
     assert compilations() > before  # the first fit compiles (or loads) its program ...
+    assert fits[0].model.structure.q == 1  # (a random intercept's own program)
     before = compilations()
     fits += [gj.fit(f, d) for f, d in steps[1:]]
     assert compilations() == before  # ... and the refits compile nothing
+    slope = gj.fit("y ~ age + teaching + (age | hospital)", hospital.query("sex == 0"))
+    assert compilations() > before  # a new random-effects structure: a new program ...
+    before = compilations()
+    fits += [slope, gj.fit("y ~ sex + (1 | hospital)", hospital.query("comorb < 2"))]
+    assert compilations() == before  # ... which a random intercept then reuses
+    assert fits[-1].model.structure.q == 2
     assert all(r.converged for r in fits)
-    assert [len(r.fixef) for r in fits] == [2, 6, 4, 3, 3, 3, 3]
+    assert [len(r.fixef) for r in fits] == [2, 6, 4, 3, 3, 3, 3, 2]
     assert fits[5].nobs == (hospital.hospital.cat.codes < 50).sum()
     assert len(fits[5].ranef["hospital"]) == 50  # only the levels of the subset
 
