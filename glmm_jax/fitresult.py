@@ -162,9 +162,10 @@ def make_result(formula: str, frame: ModelFrame, fam: Family, s, out, run: Run,
     H = np.asarray(out.hess)
     messages = list(notes)
     cov_theta = inverse_hessian(H, messages)
-    if reml:  # the fixed effects are the modes of the last pseudo-term
-        beta = np.asarray(us[-1])[0]
-        beta_cov = np.asarray(covs[-1])[0]
+    if reml:  # the fixed effects are the modes of the last pseudo-term (its padding cut)
+        p = len(frame.x_names)
+        beta = np.asarray(us[-1])[0][:p]
+        beta_cov = np.asarray(covs[-1])[0][:p, :p]
     else:
         beta_cov = cov_theta[: len(beta), : len(beta)]
     terms = []

@@ -188,8 +188,9 @@ def _refit_lmm(res, codes, K, max_iter, batch_size):
     """The Gaussian cross-product engine: each refit from the statistics of the rows
     kept (with every level, so the fit's compiled program serves), one by one; where
     that changes the statistics' shapes (several terms), the model on the joint
-    Laplace engine (exact for Gaussian models) with weights, batched."""
-    model = res.model
+    Laplace engine (exact for Gaussian models) with weights, batched. The model is
+    laid out without the padding of small models (its statistics are those of its own)."""
+    model = res.model.unpadded
     f = model.frame
     terms = [(g.Z, g.codes) for g in f.groups]
     Js = tuple(len(g.levels) for g in f.groups)

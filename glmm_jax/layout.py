@@ -13,7 +13,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from threadpoolctl import ThreadpoolController
 
-from . import lmm, nested, sizes
+from . import lmm, lmmpad, nested, sizes
 from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame
 from .errors import GLMMInputError
@@ -78,7 +78,7 @@ def lay_out(frame: ModelFrame, fam: Family, nagq: int = 1, devices=None, reml: b
                                  "fitted by the 'multi' engine")
         return _build_multi(frame, fam, 1, reml, devices, pad)
     if engine in (None, "lmm") and fam.name == "gaussian":
-        laid = _build_lmm(frame, fam, nagq, reml, devices)
+        laid = _build_lmm(frame, fam, nagq, reml, devices, pad)
         if laid is not None:
             return laid
         if engine == "lmm":
@@ -178,9 +178,13 @@ def _padding(frame: ModelFrame, s) -> Padding | None:
     return Padding.between(lay, s.theta)
 
 
-def _build_lmm(frame: ModelFrame, fam: Family, nagq: int, reml: bool, devices) -> Laid | None:
+def _build_lmm(frame: ModelFrame, fam: Family, nagq: int, reml: bool, devices,
+               pad: bool = True) -> Laid | None:
     """A Gaussian model fitted from its cross products (lmm.py); None when its dense part
-    would be too large (then the joint Laplace path, exact too, takes it)."""
+    would be too large (then the joint Laplace path, exact too, takes it). A small model
+    (sizes.py) is padded: fixed effects to a width of sizes.FIXED_WIDTHS, each term's
+    levels and the other terms' entries and pairs to powers of two, or to the sizes of a
+    program already laid out in this process that holds them (lmmpad.py)."""
     _check_one_term_for_agq(frame, nagq)
     groups = sorted(frame.groups, key=lambda g: -len(g.levels) * len(g.z_names))
     p = frame.X.shape[1]
@@ -188,21 +192,55 @@ def _build_lmm(frame: ModelFrame, fam: Family, nagq: int, reml: bool, devices) -
         return None
     terms = [(g.Z, g.codes) for g in groups]
     Js = tuple(len(g.levels) for g in groups)
+    q_terms = tuple(len(g.z_names) for g in groups)
     stats = lmm.cross_products(frame.X, frame.y - frame.offset, terms, Js, frame.trials)
     if stats is None:
         return None
+    plan = _lmm_padding(stats, fam, q_terms, Js, p, reml, len(frame.y), pad)
+    width, Js_to = (plan.width, plan.Js_to) if plan else (p, Js)
+    if plan is not None:
+        stats = lmm.LmmData(**plan.apply(stats._asdict()))
 
     def respond(y, trials, weights=None):
         if weights is not None:
             raise GLMMInputError("new prior weights need the 'single' or 'multi' engine; "
                                  "the cross-product engine ('lmm') folds the rows into "
                                  "its statistics (build the model with engine='multi')")
-        return lmm.response_products(frame.X, y - frame.offset, terms, Js, trials)
+        out = lmm.response_products(frame.X, y - frame.offset, terms, Js, trials)
+        return out if plan is None else plan.apply(out)
 
-    qs = tuple(len(g.z_names) for g in groups) + (p,) * reml
-    s = lmm.LmmStructure(fam, p, qs, Js + (1,) * reml, nagq, reml=reml)
-    return Laid(replace(frame, groups=tuple(groups)), s, jax.device_put(stats, devices[0]),
-                None, respond)
+    qs = q_terms + (width,) * reml
+    s = lmm.LmmStructure(fam, width, qs, Js_to + (1,) * reml, nagq, reml=reml)
+    frame = replace(frame, groups=tuple(groups))
+    return Laid(frame, s, jax.device_put(stats, devices[0]), None, respond,
+                _padding(frame, s))
+
+
+def _lmm_padding(stats: lmm.LmmData, fam: Family, qs, Js, p: int, reml: bool, n: int,
+                 pad: bool):
+    """The padding of a small Gaussian model's cross products (None for a large one):
+    the smallest sizes already used for its structure that hold it and are at most 8
+    times its own (sizes.find), else powers of two."""
+    if not (pad and sizes.small(n)):
+        return None
+    width = sizes.fixed_width(p, n)
+    E, P = len(stats.ent_j), len(stats.pair_j)
+    own = tuple(sizes.power_of_two(J) for J in Js) + (
+        sizes.power_of_two(E) if E else 0, sizes.power_of_two(P) if P else 0)
+    have = Js + (E, P)
+
+    def fits(sz):
+        return all(h <= t <= max(8 * h, 64) for h, t in zip(have, sz[1:], strict=True))
+
+    def cost(sz):
+        return sum(q * J for q, J in zip(qs, sz, strict=False))
+
+    key = ("lmm", fam, qs, width, reml)
+    sz = sizes.reuse(key, fits, (cost(own),) + own)[1:]
+    plan = lmmpad.LmmPadding(qs, Js, sz[:len(Js)], p, width, *sz[len(Js):])
+    if plan.r_to + reml * width > lmm.MAX_DENSE:
+        return None
+    return plan
 
 
 def _check_one_term_for_agq(frame: ModelFrame, nagq: int) -> None:

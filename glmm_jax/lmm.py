@@ -54,6 +54,7 @@ class LmmData(NamedTuple):
     Xty: jax.Array
     yty: jax.Array
     half_log_w: jax.Array  # ½ Σ log w of the precision weights (0 without)
+    fixed_pad: jax.Array  # padded fixed-effect columns (lmmpad.py; REML: not counted)
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def cross_products(X, y, terms, Js, weights=None) -> LmmData | None:
         np.asarray(float(n)), ZtZ0, Zty0, ZtX0, ent_j.astype(i32, copy=False),
         ent_r.astype(i32, copy=False), ent_c, pair_j.astype(i32, copy=False),
         pair_rr.astype(i32, copy=False), pair_c, ZtZr, ZtXr, Ztyr, X.T @ X, X.T @ y,
-        np.asarray(y @ y), np.asarray(half_log_w))
+        np.asarray(y @ y), np.asarray(half_log_w), np.asarray(0.0))
 
 
 def response_products(X, y, terms, Js, weights=None) -> dict:
@@ -336,10 +337,10 @@ def split(theta_parts, d: LmmData, s: LmmStructure):
 def _rest(pt: _Parts, log_phi, d: LmmData, s: LmmStructure):
     """The terms of -log L outside the Schur complement."""
     quad0 = jnp.sum(pt.h * jnp.einsum("jab,jb->ja", pt.M, pt.h))
-    N = s.qs[0] * s.Js[0] + pt.g.shape[0]
+    N = s.qs[0] * s.Js[0] + pt.g.shape[0] - (d.fixed_pad if s.reml else 0.0)
     rest = ((pt.ee - quad0) / (2.0 * pt.phi) + d.n * (log_phi + 0.5 * LOG_2PI)
             + 0.5 * jnp.sum(smallmat.log_det(pt.CA)) - N * log_phi - d.half_log_w)
-    return rest - 0.5 * s.p * LOG_2PI if s.reml else rest
+    return rest - 0.5 * (s.p - d.fixed_pad) * LOG_2PI if s.reml else rest
 
 
 def negloglik(theta_parts, d: LmmData, s: LmmStructure):

@@ -223,7 +223,7 @@ class Model:
         own fixed effects and terms, the fine grid of sizes; the model itself where
         nothing is padded. For programs of its own (:meth:`fit_batches`)."""
         s = self.structure
-        if not self.generous or engine(s).name == "lmm" or not sizes.small(len(self.frame.y)):
+        if not self.generous:
             return self
         sharding = jax.tree.leaves(self.data)[0].sharding
         devices = (list(sharding.mesh.devices.flat) if isinstance(sharding, NamedSharding)
@@ -429,7 +429,7 @@ def model_from_frame(formula: str, frame: ModelFrame, fam: Family, nagq: int = 1
     ``layout.lay_out``)."""
     laid = lay_out(frame, fam, nagq, devices, reml, engine, pad)
     return Model(formula, laid.frame, laid.structure, laid.data, laid.clusters, laid.respond,
-                 padding=laid.padding, generous=pad)
+                 padding=laid.padding, generous=pad and sizes.small(len(laid.frame.y)))
 
 
 def ml_fit(res) -> GLMMResult:

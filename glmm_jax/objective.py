@@ -207,7 +207,9 @@ class MultiEngine(_Engine):
 
     @staticmethod
     def per_term(u, u_cov, clusters, n_levels):
-        return [(np.asarray(a), np.asarray(c)) for a, c in zip(u, u_cov, strict=True)]
+        n = list(n_levels) + [None] * (len(u) - len(n_levels))  # (padded levels cut)
+        return [(np.asarray(a)[:k], np.asarray(c)[:k]) for a, c, k in zip(u, u_cov, n,
+                                                                          strict=True)]
 
 
 class LmmEngine(MultiEngine):
@@ -219,11 +221,12 @@ class LmmEngine(MultiEngine):
     @staticmethod
     def start_point(theta, free, data, s):
         """ML with every fixed effect free: beta at its GLS estimate given the start's
-        covariance parameters (the exact optimum in beta there)."""
+        covariance parameters (the exact optimum in beta there). A padded column's
+        (held at 0: lmmpad.py) is exactly 0."""
         if s.reml or not s.p:
             return theta
         beta = lmm.gls_beta(LmmEngine.unpack(theta, s), data, s)
-        ok = jnp.all(free[:s.p] == 1.0) & jnp.all(jnp.isfinite(beta))
+        ok = jnp.all((free[:s.p] == 1.0) | (beta == theta[:s.p])) & jnp.all(jnp.isfinite(beta))
         return theta.at[:s.p].set(jnp.where(ok, beta, theta[:s.p]))
 
     @staticmethod

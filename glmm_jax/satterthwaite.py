@@ -85,14 +85,14 @@ def _psi(res) -> np.ndarray:
 def _cov_jacobian(res):
     """C(ψ̂) [p, p] and its Jacobian [p, p, m] in ψ."""
     psi = _psi(res)
-    model, frame = res.model, res.model.frame
+    model, frame = res.model.unpadded, res.model.frame  # (padding: no degree of freedom)
     if not (isinstance(model.structure, LmmStructure) and model.structure.reml):
         # the REML model of the same frame: its theta is ψ (same term order and names)
         from .model import model_from_frame  # (model.py imports results.py, which this)
 
         try:
             model = model_from_frame(res.formula, frame, res.family, res.nagq, None,
-                                     reml=True, engine="lmm")
+                                     reml=True, engine="lmm", pad=False)
         except GLMMInputError as exc:
             raise GLMMInputError(f"satterthwaite: the covariance of the fixed effects is "
                                  f"differentiated by the cross-product engine: {exc}") from None

@@ -16,7 +16,7 @@ import pytest
 import glmm_jax as gj
 from glmm_jax import api, lmm
 from glmm_jax.model import fit_model
-from glmm_jax.objective import negloglik, unpack_np
+from glmm_jax.objective import negloglik
 
 CROSSED = "y ~ x + (1 + x | g1) + (1 + x | g2) + (1 | g3)"
 
@@ -56,8 +56,8 @@ def test_loglik_is_the_dense_normal_density(crossed_pair):
     """-log L at a non-optimal theta against log N(y; X beta, Z G Z' + sigma^2 I)."""
     reml, m, _, _, _ = crossed_pair
     theta = np.asarray(m.start()) * 1.1 + 0.05
-    frame, s = m.frame, m.structure
-    beta, Ls, log_phi = unpack_np(theta, s)
+    frame = m.frame
+    beta, Ls, log_phi = m.layout.unpack_np(theta)
     Zs = []
     for g in frame.groups:
         Z = np.zeros((len(frame.y), len(g.levels), g.Z.shape[1]))
@@ -113,6 +113,7 @@ def test_chain_rule_hessian_is_autodiff_hessian(crossed_pair, crossed_df, near_z
     if formula is not None:
         m = api.build_model(formula, crossed_df, "gaussian", reml=reml)
         assert isinstance(m.structure, lmm.LmmStructure)
+    m = m.unpadded  # (the program's own theta: padded programs are tests/test_sizes.py's)
     s, d = m.structure, m.data
     theta = np.asarray(m.start()) * 1.2 - 0.03
     if near_zero:

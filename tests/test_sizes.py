@@ -155,3 +155,73 @@ def test_batches_of_refits_run_unpadded(hospital):
     np.testing.assert_allclose(again.theta, fit.theta, atol=1e-8)
     pd.testing.assert_frame_equal(again.ranef["hospital"], fit.ranef["hospital"],
                                   rtol=0, atol=1e-7)
+
+
+LMM_CASES = [  # Gaussian models from cross products (lmm.py, padded by lmmpad.py)
+    ("Reaction ~ Days + (Days | Subject)", "sleepstudy", True),
+    ("Reaction ~ Days + (Days | Subject)", "sleepstudy", False),
+    ("age ~ sex + comorb + (1 | hospital) + (1 | teaching:sex)", "hospital", True),
+    ("y ~ x + (1 | g) + (x | h)", "crossed", False),
+]
+
+
+def _crossed(n=600, seed=3):
+    """Two crossed factors, a random slope on the second: every variance clearly > 0."""
+    rng = np.random.default_rng(seed)
+    g, h, x = rng.integers(0, 30, n), rng.integers(0, 12, n), rng.normal(size=n)
+    y = 1.0 + 0.5 * x + rng.normal(0, 0.8, 30)[g] + rng.normal(0, 0.6, 12)[h] + \
+        rng.normal(0, 0.4, 12)[h] * x + rng.normal(0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "g": pd.Categorical(g), "h": pd.Categorical(h)})
+
+
+@pytest.mark.filterwarnings("ignore::glmm_jax.SingularFitWarning")
+@pytest.mark.parametrize("formula,data,reml", LMM_CASES)
+def test_padded_lmm_programs_give_the_unpadded_fit(hospital, monkeypatch, formula, data,
+                                                   reml):
+    df = {"hospital": hospital, "crossed": _crossed()}.get(data) if data != "sleepstudy" \
+        else gj.datasets.load(data)
+    model = gj.build_model(formula, df, family="gaussian", reml=reml)
+    s = model.structure
+    assert type(s).__name__ == "LmmStructure" and s.p == 8
+    assert s.Js[0] > len(model.frame.groups[0].levels)  # levels padded (power of two)
+    assert (model.padding is None) == reml  # (REML: the fixed effects are not in theta)
+    padded = model.fit()
+    _unpadded(monkeypatch)
+    plain_model = gj.build_model(formula, df, family="gaussian", reml=reml)
+    assert plain_model.structure.p == len(plain_model.frame.x_names)
+    plain = plain_model.fit()
+    _same_fit(padded, plain)
+    # the Satterthwaite degrees of freedom (REML) and lme4's fixed-effect SEs
+    pd.testing.assert_frame_equal(padded.coef_table, plain.coef_table, rtol=1e-7)
+    f, g, H = model.value_grad_hess(padded.theta)
+    f0, g0, H0 = plain_model.value_grad_hess(padded.theta)
+    assert f == pytest.approx(f0, abs=1e-9)
+    np.testing.assert_allclose(g, g0, atol=1e-7)
+    np.testing.assert_allclose(H, H0, rtol=1e-7, atol=1e-7)
+    assert model.negloglik(padded.theta) == pytest.approx(f0, abs=1e-9)
+    # a new response: the padded statistics of the same program
+    y = model.frame.y + 0.1 * np.sin(np.arange(len(model.frame.y)))
+    new, new0 = model.with_response(y).fit(), plain_model.with_response(y).fit()
+    assert new.loglik == pytest.approx(new0.loglik, abs=1e-9)
+    np.testing.assert_allclose(new.theta, new0.theta, atol=1e-8)
+
+
+def test_a_session_of_lmm_refits_compiles_once(hospital):
+    """Gaussian refits (REML, lmer's default) with covariates added and dropped and on
+    subsets of rows and levels: one program."""
+    jax.clear_caches()
+    gj.sizes.forget()
+    steps = [
+        ("age ~ sex + (1 | hospital)", hospital),
+        ("age ~ sex * teaching + comorb + (1 | hospital)", hospital),
+        ("age ~ comorb + I(comorb^2) + (1 | hospital)", hospital.query("sex == 1")),
+        ("age ~ sex + (1 | hospital)", hospital[hospital.hospital.cat.codes < 40]),
+    ]
+    fits = [gj.fit(steps[0][0], steps[0][1], family="gaussian")]
+    before = compilations()
+    fits += [gj.fit(f, d, family="gaussian") for f, d in steps[1:]]
+    assert compilations() == before
+    assert all(r.converged and r.reml for r in fits)
+    assert [len(r.fixef) for r in fits] == [2, 5, 3, 2]
+    assert len(fits[-1].ranef["hospital"]) == 40
+    assert len(fits[-1].coef_table) == 2
