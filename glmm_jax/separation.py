@@ -158,7 +158,9 @@ def separation_of(frame: ModelFrame, fam: Family, formula: str = "",
     T = np.ascontiguousarray(X.T)  # (row reductions of the transpose: 10x faster)
     scale = np.maximum(T.max(axis=1), -T.min(axis=1)) if len(X) else np.ones(len(names))
     scale[scale == 0] = 1.0
-    d = _direction(frame.X, scale, succ, fail) if len(names) else None
+    # each column's nonzero entries, for _sample (of the rows that take part: of all)
+    nonzero = np.count_nonzero(T, axis=1) if rows.all() else None
+    d = _direction(frame.X, scale, succ, fail, nonzero) if len(names) else None
     if d is None:
         msg = f"{formula}: no separation: the fixed-effect estimates are finite"
         return Separation(False, "none", zeros, zeros.copy(), 0, len(frame.y), msg, policy,
@@ -195,14 +197,17 @@ def _constraints(X: np.ndarray, succ: np.ndarray, fail: np.ndarray) -> np.ndarra
     return np.concatenate([X[succ], -X[fail]])
 
 
-def _direction(X: np.ndarray, scale: np.ndarray, succ: np.ndarray, fail: np.ndarray
-               ) -> np.ndarray | None:
+def _direction(X: np.ndarray, scale: np.ndarray, succ: np.ndarray, fail: np.ndarray,
+               nonzero: np.ndarray | None = None) -> np.ndarray | None:
     """A separating direction (``s_i x_i'd >= 0`` on every row, not all 0) of the design
-    with columns scaled by ``scale`` (so d is in scaled units); None when there is none."""
+    with columns scaled by ``scale`` (so d is in scaled units); None when there is none.
+    ``nonzero``: each column's number of nonzero entries, where known."""
     n = int(succ.sum() + fail.sum())
+    if nonzero is None and n > SCREEN_ROWS:
+        nonzero = np.count_nonzero(np.ascontiguousarray(X.T), axis=1)
     size = SAMPLE_ROWS
     while n > SCREEN_ROWS and 2 * size < n:
-        idx = _sample(X, succ, fail, size)
+        idx = _sample(X, succ, fail, size, nonzero)
         sub = X[idx] / scale
         S = _constraints(sub, succ[idx], fail[idx])
         if size == SAMPLE_ROWS and _certified(S) and \
@@ -281,14 +286,14 @@ def _complete(S: np.ndarray) -> bool:
     return bool(res.status == 0 and res.x is not None and res.x[-1] > TOL_ROW * 1e3)
 
 
-def _sample(X: np.ndarray, succ: np.ndarray, fail: np.ndarray, size: int) -> np.ndarray:
+def _sample(X: np.ndarray, succ: np.ndarray, fail: np.ndarray, size: int,
+            nonzero: np.ndarray) -> np.ndarray:
     """Rows of a deterministic subsample of about ``size`` rows: random rows, every row
-    where a sparse column (at most 200 nonzero entries) is nonzero, and all the rows of a
-    rare outcome."""
+    where a sparse column (at most 200 of its ``nonzero`` entries) is nonzero, and all the
+    rows of a rare outcome."""
     used = succ | fail
     pick = np.flatnonzero(used)
     take = [np.random.default_rng(0).choice(pick, min(size, len(pick)), replace=False)]
-    nonzero = np.count_nonzero(np.ascontiguousarray(X.T), axis=1)
     take += [np.flatnonzero(X[:, j]) for j in np.flatnonzero(nonzero <= 200)]
     take += [np.flatnonzero(c) for c in (succ, fail) if c.sum() <= size // 2]
     idx = np.unique(np.concatenate(take))
