@@ -1,10 +1,11 @@
 """A notebook session of Gaussian refits (the cross-product engine, REML): seven fits on
-the shipped ``hospital`` registry, in fresh processes with an empty compilation cache,
-for this tree and optionally another (``--base``), in turn.
+the shipped ``hospital`` registry, in fresh processes: this tree with an empty
+compilation cache and then with the cache it filled, optionally another tree
+(``--base``, empty cache), and lme4 (``peers_lmm_session.R``, the same fits), in turn.
 
-Usage: ``python benchmarks/bench_lmm_session.py [--base /tmp/base] [--rounds 2]``.
+Usage: ``python benchmarks/bench_lmm_session.py [--base /tmp/base] [--rounds 2] [--no-r]``.
 Writes ``results/lmm_session_<timestamp>.json`` (each run's total, counted from before
-``import glmm_jax``, and per-fit times).
+``import glmm_jax`` or ``library(lme4)``, and per-fit times).
 """
 
 from __future__ import annotations
@@ -50,32 +51,57 @@ def child() -> None:
                                       "step_s": times}))
 
 
-def run(tree: Path) -> dict:
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "GLMM_JAX_CACHE_DIR": cache, "PYTHONPATH": str(tree)}
-        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"],
-                             env=env, cwd=tempfile.gettempdir(), capture_output=True,
-                             text=True, timeout=600, check=True).stdout
+def _result(out: str) -> dict:
     line = next(ln for ln in out.splitlines() if ln.startswith("RESULT_JSON"))
-    return json.loads(line[len("RESULT_JSON"):])
+    return json.loads(line[len("RESULT_JSON"):].lstrip(":"))
+
+
+def run(tree: Path, cache: str) -> dict:
+    env = {**os.environ, "GLMM_JAX_CACHE_DIR": cache, "PYTHONPATH": str(tree)}
+    return _result(subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child"], env=env,
+        cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=600,
+        check=True).stdout)
+
+
+def run_r(csv: Path) -> dict:
+    return _result(subprocess.run(["Rscript", str(HERE / "peers_lmm_session.R"), str(csv)],
+                                  capture_output=True, text=True, timeout=600,
+                                  check=True).stdout)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", help="root of another tree, run in turn with this one")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-r", action="store_true", help="without lme4")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child()
-    trees = {"this": HERE.parent} | ({"base": Path(args.base).resolve()} if args.base else {})
     runs = []
-    for k in range(args.rounds):
-        for name, tree in trees.items():
-            r = run(tree) | {"tree": name, "round": k}
-            steps = " ".join(f"{t:.3f}" for t in r["step_s"])
-            print(f"{name} total {r['total_s']:.2f} s; {steps}", flush=True)
-            runs.append(r)
+
+    def record(r, name, k):
+        runs.append(r | {"tree": name, "round": k})
+        steps = " ".join(f"{t:.3f}" for t in r["step_s"])
+        print(f"{name} total {r['total_s']:.2f} s; {steps}", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "hospital.csv"
+        if not args.no_r:
+            sys.path.insert(0, str(HERE.parent))
+            import glmm_jax as gj
+
+            gj.datasets.load("hospital").to_csv(csv, index=False)
+        for k in range(args.rounds):
+            with tempfile.TemporaryDirectory() as cache:
+                record(run(HERE.parent, cache), "this", k)
+                record(run(HERE.parent, cache), "this_filled_cache", k)
+            if args.base:
+                with tempfile.TemporaryDirectory() as cache:
+                    record(run(Path(args.base).resolve(), cache), "base", k)
+            if not args.no_r:
+                record(run_r(csv), "lme4", k)
     save_results("lmm_session", [{"steps": STEPS, "runs": runs}])
 
 
