@@ -213,6 +213,11 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
 
 
 SMALL_ROWS = 2**18  # one grouping factor, up to this many rows: xla.SMALL's emitters
+# Gaussian models from cross products with up to this many effects (all terms' levels
+# times their effects, REML's fixed effects included): xla.SMALL's emitters compile them
+# 40-50% faster for the same run time (hospital, REML: random intercept 5.7 -> 3.1 s,
+# random slope 8.5 -> 5.8 s, measured on a loaded 2-core VM; warm 2-6 ms either way)
+SMALL_LMM_EFFECTS = 2**11
 # the two compiled Newton programs: XLA's default emitters, and xla.SMALL's
 NEWTON_DEFAULT = xla.jit(_newton_fit, static_argnames=("s", "max_iter"))
 NEWTON_SMALL = xla.jit(_newton_fit, options=xla.SMALL, static_argnames=("s", "max_iter"))
@@ -220,7 +225,10 @@ NEWTON_SMALL = xla.jit(_newton_fit, options=xla.SMALL, static_argnames=("s", "ma
 
 def newton_program(data, s):
     """The jitted :func:`newton_fit` program for a model's data and structure."""
-    small = engine(s).name == "single" and data.y.size <= SMALL_ROWS
+    name = engine(s).name
+    small = (name == "single" and data.y.size <= SMALL_ROWS) or (
+        name == "lmm" and sum(q * J for q, J in zip(s.qs, s.Js, strict=True))
+        <= SMALL_LMM_EFFECTS)
     return NEWTON_SMALL if small else NEWTON_DEFAULT
 
 

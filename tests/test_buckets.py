@@ -126,3 +126,22 @@ def test_block_rows_per_platform():
     # CPU blocks stay cache-sized; accelerators take larger blocks (fewer, fuller kernels)
     assert gj.laplace.block_rows("cpu") == gj.laplace.BLOCK_ROWS
     assert gj.laplace.block_rows("gpu") == gj.laplace.ACCELERATOR_BLOCK_ROWS > gj.laplace.BLOCK_ROWS
+
+
+@pytest.mark.filterwarnings("ignore::glmm_jax.SingularFitWarning")
+def test_small_gaussian_models_take_the_small_programs_emitters(monkeypatch):
+    # xla.SMALL's emitters compile a small cross-product model faster: the same fit
+    from glmm_jax import optimize
+
+    df = gj.datasets.load("sleepstudy")
+    formula = "Reaction ~ Days + (Days | Subject)"
+    model = gj.build_model(formula, df, family="gaussian")
+    assert newton_program(model.data, model.structure) is optimize.NEWTON_SMALL
+    small = model.fit()
+    monkeypatch.setattr(optimize, "SMALL_LMM_EFFECTS", 0)
+    assert newton_program(model.data, model.structure) is optimize.NEWTON_DEFAULT
+    large = model.fit()
+    assert small.converged and large.converged
+    assert small.loglik == pytest.approx(large.loglik, abs=1e-9)
+    np.testing.assert_allclose(small.theta, large.theta, atol=1e-8)
+    np.testing.assert_allclose(small.se, large.se, rtol=1e-7)
