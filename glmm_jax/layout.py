@@ -232,11 +232,9 @@ def _lmm_padding(stats: lmm.LmmData, fam: Family, qs, Js, p: int, reml: bool, n:
     def fits(sz):
         return all(h <= t <= max(8 * h, 64) for h, t in zip(have, sz[1:], strict=True))
 
-    def cost(sz):
-        return sum(q * J for q, J in zip(qs, sz, strict=False))
-
+    cost = sum(q * J for q, J in zip(qs, own[:len(Js)], strict=True))
     key = ("lmm", fam, qs, width, reml)
-    sz = sizes.reuse(key, fits, (cost(own),) + own)[1:]
+    sz = sizes.reuse(key, fits, (cost,) + own)[1:]
     plan = lmmpad.LmmPadding(qs, Js, sz[:len(Js)], p, width, *sz[len(Js):])
     if plan.r_to + reml * width > lmm.MAX_DENSE:
         return None

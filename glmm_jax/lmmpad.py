@@ -47,7 +47,8 @@ class LmmPadding(NamedTuple):
         """The (NumPy) fields of an ``LmmData``, or those of ``lmm.response_products``,
         padded; fields not named here are kept."""
         J0, p, w = self.Js_to[0], self.p, self.width
-        cols, R, R_to = self.column_map(), len(self.column_map()), self.r_to
+        cols, R_to = self.column_map(), self.r_to
+        R = len(cols)
         out = dict(fields)
 
         def rows(a, n):  # axis 0 padded with zeros to n

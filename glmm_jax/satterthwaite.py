@@ -85,8 +85,10 @@ def _psi(res) -> np.ndarray:
 def _cov_jacobian(res):
     """C(ψ̂) [p, p] and its Jacobian [p, p, m] in ψ."""
     psi = _psi(res)
-    model, frame = res.model.unpadded, res.model.frame  # (padding: no degree of freedom)
-    if not (isinstance(model.structure, LmmStructure) and model.structure.reml):
+    model, frame = res.model, res.model.frame
+    if isinstance(model.structure, LmmStructure) and model.structure.reml:
+        model = model.unpadded  # (the padding enters no degree of freedom)
+    else:
         # the REML model of the same frame: its theta is ψ (same term order and names)
         from .model import model_from_frame  # (model.py imports results.py, which this)
 

@@ -158,9 +158,8 @@ def separation_of(frame: ModelFrame, fam: Family, formula: str = "",
     T = np.ascontiguousarray(X.T)  # (row reductions of the transpose: 10x faster)
     scale = np.maximum(T.max(axis=1), -T.min(axis=1)) if len(X) else np.ones(len(names))
     scale[scale == 0] = 1.0
-    # each column's nonzero entries, for _sample (of the rows that take part: of all)
-    nonzero = np.count_nonzero(T, axis=1) if rows.all() else None
-    d = _direction(frame.X, scale, succ, fail, nonzero) if len(names) else None
+    d = _direction(frame.X, scale, succ, fail, T if rows.all() else None) \
+        if len(names) else None
     if d is None:
         msg = f"{formula}: no separation: the fixed-effect estimates are finite"
         return Separation(False, "none", zeros, zeros.copy(), 0, len(frame.y), msg, policy,
@@ -198,14 +197,14 @@ def _constraints(X: np.ndarray, succ: np.ndarray, fail: np.ndarray) -> np.ndarra
 
 
 def _direction(X: np.ndarray, scale: np.ndarray, succ: np.ndarray, fail: np.ndarray,
-               nonzero: np.ndarray | None = None) -> np.ndarray | None:
+               T: np.ndarray | None = None) -> np.ndarray | None:
     """A separating direction (``s_i x_i'd >= 0`` on every row, not all 0) of the design
     with columns scaled by ``scale`` (so d is in scaled units); None when there is none.
-    ``nonzero``: each column's number of nonzero entries, where known."""
+    ``T``: X's transpose (C-ordered), where already formed."""
     n = int(succ.sum() + fail.sum())
-    if nonzero is None and n > SCREEN_ROWS:
-        nonzero = np.count_nonzero(np.ascontiguousarray(X.T), axis=1)
     size = SAMPLE_ROWS
+    if n > SCREEN_ROWS and 2 * size < n:  # each column's nonzero entries, for _sample
+        nonzero = np.count_nonzero(np.ascontiguousarray(X.T) if T is None else T, axis=1)
     while n > SCREEN_ROWS and 2 * size < n:
         idx = _sample(X, succ, fail, size, nonzero)
         sub = X[idx] / scale

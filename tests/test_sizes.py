@@ -178,8 +178,8 @@ def _crossed(n=600, seed=3):
 @pytest.mark.parametrize("formula,data,reml", LMM_CASES)
 def test_padded_lmm_programs_give_the_unpadded_fit(hospital, monkeypatch, formula, data,
                                                    reml):
-    df = {"hospital": hospital, "crossed": _crossed()}.get(data) if data != "sleepstudy" \
-        else gj.datasets.load(data)
+    df = {"hospital": lambda: hospital, "crossed": _crossed,
+          "sleepstudy": lambda: gj.datasets.load("sleepstudy")}[data]()
     model = gj.build_model(formula, df, family="gaussian", reml=reml)
     s = model.structure
     assert type(s).__name__ == "LmmStructure" and s.p == 8
