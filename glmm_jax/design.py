@@ -284,11 +284,12 @@ def _check_identifiable(term: RandomTerm, Z, z_names, codes, n_levels: int) -> N
             )
 
 
-def interaction(df: pd.DataFrame, cols: list[str]) -> pd.Categorical:
-    """The factor ``a:b:...`` of several columns, its levels the labels "a:b" that occur,
-    sorted as strings (labels are made for the combinations that occur, not every row)."""
+def interaction(df, cols: list[str]) -> pd.Categorical:
+    """The factor ``a:b:...`` of several columns of ``df`` (a DataFrame, or a dict of
+    columns), its levels the labels "a:b" that occur, sorted as strings (labels are made
+    for the combinations that occur, not every row)."""
     parts = [pd.Categorical(df[c]) for c in cols]
-    key = np.zeros(len(df), np.int64)
+    key = np.zeros(len(parts[0]), np.int64)
     for cat in parts:
         key = key * (len(cat.categories) + 1) + cat.codes + 1  # code -1 (missing) stays apart
     uniq, inverse = np.unique(key, return_inverse=True)
@@ -306,8 +307,9 @@ def interaction(df: pd.DataFrame, cols: list[str]) -> pd.Categorical:
                                      pd.Index(np.asarray(labels, dtype=object)[order]))
 
 
-def _grouping(term: RandomTerm, df: pd.DataFrame, Z, z_names, enc) -> list[GroupingFactor]:
-    """The grouping factor(s) of a term: one, or one per column for ``||``."""
+def _grouping(term: RandomTerm, df: dict, Z, z_names, enc) -> list[GroupingFactor]:
+    """The grouping factor(s) of a term (``df``: the grouping columns, rows kept): one, or
+    one per column for ``||``."""
     cols = group_columns(term.group)
     for c in cols:
         v = df[c]
@@ -405,8 +407,11 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
     if offset is not None:
         extra["offset"] = _vector(offset, data, "offset")
     group_cols = list(dict.fromkeys(c for t in rterms for c in group_columns(t.group)))
-    missing = data[group_cols].isna().any(axis=1).to_numpy().copy()
-    na_cols = [c for c in group_cols if data[c].isna().any()]
+    group_na = {c: data[c].isna().to_numpy() for c in group_cols}
+    missing = np.zeros(len(data), dtype=bool)
+    for na in group_na.values():
+        missing |= na
+    na_cols = [c for c, na in group_na.items() if na.any()]
     for key, vals in parts.items():
         for label, v in zip(labels[key], vals, strict=True):
             na = v.na()
@@ -424,7 +429,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
     if n_dropped == len(data):
         raise GLMMInputError("no rows left after dropping rows with missing values")
     keep = ~missing
-    index = data.index[keep]
+    index = data.index[keep] if n_dropped else data.index
     n = len(index)
     parts = {k: [_take(v, keep) for v in vals] for k, vals in parts.items()}
 
@@ -446,7 +451,7 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
         off += _numeric(v, label, index)
     if "offset" in extra:
         off += _finite(extra["offset"][0][keep], "offset=", index)
-    df = data.loc[keep, group_cols]
+    df = {c: data[c][keep] if n_dropped else data[c] for c in group_cols}
     zs = {}
     for k, (expr, side) in enumerate(rsides.items()):
         zs[expr] = _design(side, parts[f"random{k}"], n, {},  # (contrasts: X only, as lme4)
