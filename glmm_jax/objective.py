@@ -16,7 +16,7 @@ layout is ``structure.theta`` (theta.py).
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,7 @@ import numpy as np
 
 from . import crossed, lmm, scalar_laplace, smallmat
 from .crossed import MultiStructure
-from .laplace import Structure, fixed_eta, grad_negHess, solve_modes, total_loglik
+from .laplace import ClusterData, Structure, fixed_eta, grad_negHess, solve_modes, total_loglik
 from .lmm import LmmStructure
 
 
@@ -37,24 +37,36 @@ def _vgh(f, theta, u_hat, data, s):
     return v, g, H
 
 
-# rows of the blocks that one step of _map_blocks takes together (vmapped), where that is
-# faster: a scalar term's mode solve on a 100k-row fit on a CPU (4 blocks) 1.7x, its
-# Hessian's pass (scalar_laplace) 1.15x; a random slope's is 1.2-1.3x slower so (its rows'
-# temporaries leave the cache), and block by block. Beyond MAP_ROWS, blocks take turns,
-# so that the temporaries stay bounded (a GPU's blocks are larger: one a step).
-MAP_ROWS = 2**20
-
-
-def _map_blocks(f, xs, together: bool = True):
-    """``f`` over the leading (block) axis of ``xs``: vmapped over up to ``MAP_ROWS`` rows'
-    blocks at a time (``jax.lax.map``'s batches), or (not ``together``) block by block;
-    one block: ``f`` applied directly (no loop in the program: small models compile
-    faster)."""
-    y = xs[1].y
-    if y.shape[0] == 1:
+def _map_blocks(f, xs):
+    """``jax.lax.map(f, xs)`` over the leading (block) axis; one block: ``f`` applied
+    directly (no loop in the program: small models compile faster)."""
+    if jax.tree.leaves(xs)[0].shape[0] == 1:
         return jax.tree.map(lambda a: a[None], f(jax.tree.map(lambda a: a[0], xs)))
-    batch = max(1, MAP_ROWS // math.prod(y.shape[1:])) if together else None
-    return jax.lax.map(f, xs, batch_size=batch)
+    return jax.lax.map(f, xs)
+
+
+# rows up to which a scalar term's blocks are taken as one (_one_block): the mode solve's
+# loop then runs once, not once per block, which on a CPU costs per step (the 100k-row
+# registry, 4 blocks: mode solve 1.8x, Hessian pass 1.15x faster). A random slope's
+# larger row temporaries leave the cache so (1.2-1.3x slower): it stays block by block.
+ONE_BLOCK_ROWS = 2**20
+
+
+def _one_block(data, s):
+    """``data``'s blocks as one block (their chunks in a row, the clusters numbered across
+    the blocks) and its structure, or None beyond ``ONE_BLOCK_ROWS`` rows."""
+    B, M = data.group.shape
+    if B > 1 and data.y.size > ONE_BLOCK_ROWS:
+        return None
+
+    def rows(a):
+        return a.reshape((B * M,) + a.shape[2:])
+
+    offsets = s.n_groups * jnp.arange(B, dtype=data.group.dtype)[:, None]
+    one = ClusterData(rows(data.X), rows(data.Z), rows(data.y), rows(data.trials),
+                      rows(data.offset), rows(data.weights), rows(data.group + offsets),
+                      jnp.sum(data.log_const))
+    return one, replace(s, n_groups=B * s.n_groups)
 
 
 class _Engine:
@@ -100,11 +112,13 @@ class SingleEngine(_Engine):
     def modes(theta, u0, data, s):
         beta, L, log_phi = SingleEngine.unpack(theta, s)
 
-        def block(args):
-            u, d = args
+        def block(u, d, s):
             return solve_modes(u, fixed_eta(beta, d), L, log_phi, d, s)
 
-        u, its = _map_blocks(block, (u0, data), s.q == 1)
+        if s.q == 1 and (one := _one_block(data, s)):
+            u, its = block(u0.reshape(-1, 1), *one)
+            return u.reshape(u0.shape), its
+        u, its = _map_blocks(lambda a: block(*a, s), (u0, data))
         return u, jnp.max(its)
 
     @staticmethod
@@ -131,6 +145,11 @@ class SingleEngine(_Engine):
         Hessian's pass over the rows also gives: the conditional covariances [B, J, 1, 1]
         (for ``conditional``) and the modes' derivatives in theta [B, J, n] (for
         ``predict_modes``); else it is ()."""
+        if scalar_laplace.applies(s) and (one := _one_block(data, s)):
+            v, g, H, cov, du = scalar_laplace.block_value_grad_hess(theta, u_hat.reshape(-1, 1),
+                                                                    *one)
+            B, J = u_hat.shape[:2]
+            return -v, -g, -H, (cov.reshape(B, J, 1, 1), du.reshape(B, J, -1))
         if scalar_laplace.applies(s):
             def block(a):
                 v, g, H, cov, du = scalar_laplace.block_value_grad_hess(theta, *a, s)
@@ -139,7 +158,7 @@ class SingleEngine(_Engine):
             def block(a):
                 return _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s), ()
 
-        (v, g, H), aux = _map_blocks(block, (u_hat, data), scalar_laplace.applies(s))
+        (v, g, H), aux = _map_blocks(block, (u_hat, data))
         return jnp.sum(v, axis=0), jnp.sum(g, axis=0), jnp.sum(H, axis=0), aux
 
     @staticmethod

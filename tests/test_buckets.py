@@ -45,10 +45,15 @@ def test_nearby_sizes_reuse_the_compiled_fit(monkeypatch):
     assert np.max(np.abs(g)) < 1e-4
 
 
-@pytest.mark.parametrize("family,slope", [("poisson", False), ("binomial", True)])
-def test_blocks_give_the_single_block_answer(monkeypatch, family, slope):
-    # large data are laid out in blocks of whole clusters, fitted block by block; forcing
-    # ~12 blocks on a small model must reproduce the one-block fit
+@pytest.mark.parametrize("family,slope,joined", [("poisson", False, True),
+                                                 ("binomial", True, False),
+                                                 ("binomial", False, False)])
+def test_blocks_give_the_single_block_answer(monkeypatch, family, slope, joined):
+    # large data are laid out in blocks of whole clusters, fitted block by block (a scalar
+    # term's taken as one block up to objective.ONE_BLOCK_ROWS rows: here either way);
+    # forcing ~12 blocks on a small model must reproduce the one-block fit
+    if not joined:
+        monkeypatch.setattr(gj.objective, "ONE_BLOCK_ROWS", 0)
     rng = np.random.default_rng(3)
     sizes = rng.integers(2, 60, 100)
     g = np.repeat(np.arange(100), sizes)
