@@ -37,7 +37,8 @@ class ClusterData(NamedTuple):
     """Arrays of one model with a single grouping factor: B blocks of M chunks of C rows.
 
     The engine's functions below work on one block (arrays without the leading B axis);
-    ``objective.py`` maps them over the blocks.
+    ``objective.py`` maps them over the blocks (or, for one scalar term of not too many
+    rows, applies them to the blocks joined as one).
     """
 
     X: jax.Array  # [B, M, C, p] fixed-effects design

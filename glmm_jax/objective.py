@@ -50,8 +50,8 @@ def _map_blocks(f, xs):
 # project's 2-core CPU (model.fit, logit random intercept): 50k rows 22 -> 20 ms, 100k
 # 41 -> 36 ms (mode solve 1.8x, Hessian pass 1.15x), 150k 79 -> 58 ms; beyond, the rows'
 # temporaries leave the cache: 200k 0.10 -> 0.11 s, 250k 0.12 -> 0.16 s, 1M 0.39 ->
-# 0.49 s. A random slope's larger temporaries leave it at 100k (1.2-1.3x slower): those
-# stay block by block.
+# 0.49 s. A random slope's larger temporaries leave it sooner (200k rows: its mode solve
+# 1.2-1.3x slower joined): vector terms stay block by block.
 ONE_BLOCK_ROWS = 3 * 2**16
 
 
@@ -102,7 +102,7 @@ class _Engine:
 
 
 class SingleEngine(_Engine):
-    """One grouping factor: per-cluster modes and integrals, block by block."""
+    """One grouping factor: per-cluster modes and integrals, over blocks of clusters."""
 
     name = "single"
 
@@ -138,8 +138,9 @@ class SingleEngine(_Engine):
     @staticmethod
     def value_grad_hess(theta, u_hat, data, s):
         """Block by block (in sequence, so each block's temporaries stay small), summed;
-        one scalar term by Laplace: from the rows' Taylor coefficients (scalar_laplace.py),
-        else by autodiff through every row."""
+        one scalar term by Laplace: from the rows' Taylor coefficients (scalar_laplace.py;
+        on the blocks joined as one, see ``ONE_BLOCK_ROWS``), else by autodiff through
+        every row."""
         return SingleEngine.value_grad_hess_aux(theta, u_hat, data, s)[:3]
 
     @staticmethod
