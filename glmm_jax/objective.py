@@ -149,20 +149,20 @@ class SingleEngine(_Engine):
         Hessian's pass over the rows also gives: the conditional covariances [B, J, 1, 1]
         (for ``conditional``) and the modes' derivatives in theta [B, J, n] (for
         ``predict_modes``); else it is ()."""
-        if scalar_laplace.applies(s) and (one := _one_block(data, s)):
-            v, g, H, cov, du = scalar_laplace.block_value_grad_hess(theta, u_hat.reshape(-1, 1),
-                                                                    *one)
-            B, J = u_hat.shape[:2]
-            return -v, -g, -H, (cov.reshape(B, J, 1, 1), du.reshape(B, J, -1))
         if scalar_laplace.applies(s):
-            def block(a):
-                v, g, H, cov, du = scalar_laplace.block_value_grad_hess(theta, *a, s)
+            def block(u, d, s):
+                v, g, H, cov, du = scalar_laplace.block_value_grad_hess(theta, u, d, s)
                 return (-v, -g, -H), (cov, du)
-        else:
-            def block(a):
-                return _vgh(SingleEngine.block_negloglik, theta, a[0], a[1], s), ()
 
-        (v, g, H), aux = _map_blocks(block, (u_hat, data))
+            if one := _one_block(data, s):
+                (v, g, H), (cov, du) = block(u_hat.reshape(-1, 1), *one)
+                B, J = u_hat.shape[:2]
+                return v, g, H, (cov.reshape(B, J, 1, 1), du.reshape(B, J, -1))
+        else:
+            def block(u, d, s):
+                return _vgh(SingleEngine.block_negloglik, theta, u, d, s), ()
+
+        (v, g, H), aux = _map_blocks(lambda a: block(*a, s), (u_hat, data))
         return jnp.sum(v, axis=0), jnp.sum(g, axis=0), jnp.sum(H, axis=0), aux
 
     @staticmethod
