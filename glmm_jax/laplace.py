@@ -143,8 +143,14 @@ def cluster_arrays(X, Z, y, trials, offset, log_const, layout: Layout,
     flat = (layout.block * M + layout.chunk) * C + layout.slot  # row position in [B, M, C]
 
     def scatter(values, fill):
+        # (constant values, as trials, offsets, weights and a random intercept's Z often
+        # are: no gather)
+        same = values.size > 0 and values.min() == values.max()
         out = np.full((B * M * C,) + values.shape[1:], fill)
-        out[flat] = values
+        if not same:
+            out[flat] = values
+        elif values.flat[0] != fill:
+            out[flat] = values.flat[0]
         return put(out.reshape((B, M, C) + values.shape[1:]))
 
     group = np.full((B, M), J - 1, dtype=np.int32)

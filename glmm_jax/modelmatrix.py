@@ -259,10 +259,11 @@ def _assemble(enc: Encoding, values: list[Value], n: int) -> tuple[np.ndarray, l
     """The model matrix and its column names (interactions: first variable fastest)."""
     cols = [("(Intercept)", np.ones(n))] if enc.terms.intercept else []
     for t, flags in zip(enc.terms.terms, enc.contrasted, strict=True):
-        block = [("", np.ones(n))]
+        block = [("", None)]  # (the empty product: a first factor's columns as they are)
         for i, contrasted in zip(t, flags, strict=True):
             new = _var_columns(enc.codings[i], values[i], contrasted)
-            block = [(f"{a}:{b}" if a else b, u * w) for b, w in new for a, u in block]
+            block = [(f"{a}:{b}", u * w) if a else (b, np.asarray(w, dtype=float))
+                     for b, w in new for a, u in block]
         cols += block
     X = np.column_stack([w for _, w in cols]) if cols else np.zeros((n, 0))
     return X, [name for name, _ in cols]

@@ -154,16 +154,12 @@ def separation_of(frame: ModelFrame, fam: Family, formula: str = "",
         return Separation(False, "not applicable", zeros, zeros.copy(), 0, len(frame.y), msg,
                           policy, response)
     rows, succ, fail = _classes(frame)
-    X = frame.X if rows.all() else frame.X[rows]
-    T = np.ascontiguousarray(X.T)  # (row reductions of the transpose: 10x faster)
-    scale = np.maximum(T.max(axis=1), -T.min(axis=1)) if len(X) else np.ones(len(names))
-    scale[scale == 0] = 1.0
-    d = _direction(frame.X, scale, succ, fail, T if rows.all() else None) \
-        if len(names) else None
+    d = _direction(frame.X, succ, fail) if len(names) else None
     if d is None:
         msg = f"{formula}: no separation: the fixed-effect estimates are finite"
         return Separation(False, "none", zeros, zeros.copy(), 0, len(frame.y), msg, policy,
                           response)
+    d, scale = d
     big = np.abs(d) > TOL * np.max(np.abs(d))  # (d in scaled units)
     infinite = np.zeros(len(names))
     infinite[big] = np.sign(d[big]) * np.inf
@@ -196,18 +192,28 @@ def _constraints(X: np.ndarray, succ: np.ndarray, fail: np.ndarray) -> np.ndarra
     return np.concatenate([X[succ], -X[fail]])
 
 
-def _direction(X: np.ndarray, scale: np.ndarray, succ: np.ndarray, fail: np.ndarray,
-               T: np.ndarray | None = None) -> np.ndarray | None:
+def _scale(X: np.ndarray) -> np.ndarray:
+    """Each column's largest absolute value (1 for a column of zeros)."""
+    T = np.ascontiguousarray(X.T)  # (row reductions of the transpose: 10x faster)
+    scale = np.maximum(T.max(axis=1), -T.min(axis=1)) if len(X) else np.ones(X.shape[1])
+    scale[scale == 0] = 1.0
+    return scale
+
+
+def _direction(X: np.ndarray, succ: np.ndarray, fail: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray] | None:
     """A separating direction (``s_i x_i'd >= 0`` on every row, not all 0) of the design
-    with columns scaled by ``scale`` (so d is in scaled units); None when there is none.
-    ``T``: X's transpose (C-ordered), where already formed."""
+    with columns scaled by their largest absolute values on the rows that take part, and
+    those scales (so d is in scaled units); None when there is none. On large data a
+    subsample (scaled by its own columns: separation does not depend on the scaling)
+    may prove there is none without a pass over all rows."""
     n = int(succ.sum() + fail.sum())
     size = SAMPLE_ROWS
-    if n > SCREEN_ROWS and 2 * size < n:  # each column's nonzero entries, for _sample
-        nonzero = np.count_nonzero(np.ascontiguousarray(X.T) if T is None else T, axis=1)
+    nonzero = None
     while n > SCREEN_ROWS and 2 * size < n:
-        idx = _sample(X, succ, fail, size, nonzero)
-        sub = X[idx] / scale
+        idx, nonzero = _sample(X, succ, fail, size, nonzero)
+        sub_scale = _scale(X[idx])
+        sub = X[idx] / sub_scale
         S = _constraints(sub, succ[idx], fail[idx])
         if size == SAMPLE_ROWS and _certified(S) and \
                 np.linalg.matrix_rank(sub) == X.shape[1]:
@@ -216,12 +222,16 @@ def _direction(X: np.ndarray, scale: np.ndarray, succ: np.ndarray, fail: np.ndar
         if d is None and np.linalg.matrix_rank(sub) == X.shape[1]:
             return None  # a full-rank subsample without separation: none in the whole
         if d is not None:
-            v = X @ (d / scale)
+            v = X @ (d / sub_scale)
             if np.all(v[succ] >= -TOL_ROW) and np.all(v[fail] <= TOL_ROW):
                 break  # the subsample's direction separates all rows: solve the whole
         size *= 8
+    scale = _scale(X[succ | fail])
     A, counts = _unique_rows(_constraints(X / scale, succ, fail))
-    return None if _certified(A, counts) else _solve(A, counts)
+    if _certified(A, counts):
+        return None
+    d = _solve(A, counts)
+    return None if d is None else (d, scale)
 
 
 def _certified(S: np.ndarray, counts: np.ndarray | None = None, steps: int = 25) -> bool:
@@ -286,17 +296,24 @@ def _complete(S: np.ndarray) -> bool:
 
 
 def _sample(X: np.ndarray, succ: np.ndarray, fail: np.ndarray, size: int,
-            nonzero: np.ndarray) -> np.ndarray:
+            nonzero: dict | None) -> tuple[np.ndarray, dict]:
     """Rows of a deterministic subsample of about ``size`` rows: random rows, every row
-    where a sparse column (at most 200 of its ``nonzero`` entries) is nonzero, and all the
-    rows of a rare outcome."""
+    where a sparse column (at most 200 nonzero entries) is nonzero, and all the rows of a
+    rare outcome; and the columns' nonzero counts known so far (``nonzero``, updated: a
+    column that is nonzero on more than 1% of the random rows is not sparse, the others
+    are counted)."""
     used = succ | fail
     pick = np.flatnonzero(used)
-    take = [np.random.default_rng(0).choice(pick, min(size, len(pick)), replace=False)]
-    take += [np.flatnonzero(X[:, j]) for j in np.flatnonzero(nonzero <= 200)]
+    random_rows = np.random.default_rng(0).choice(pick, min(size, len(pick)), replace=False)
+    nonzero = {} if nonzero is None else dict(nonzero)
+    dense = np.count_nonzero(X[random_rows], axis=0) > 0.01 * len(random_rows)
+    for j in np.flatnonzero(~dense):
+        if j not in nonzero:
+            nonzero[j] = np.flatnonzero(X[:, j])
+    take = [random_rows] + [nz for nz in nonzero.values() if len(nz) <= 200]
     take += [np.flatnonzero(c) for c in (succ, fail) if c.sum() <= size // 2]
     idx = np.unique(np.concatenate(take))
-    return idx[used[idx]]
+    return idx[used[idx]], nonzero
 
 
 def _unique_rows(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from .design import ModelFrame
 from .families import Family
 from .theta import ThetaLayout
 
-START_ROWS = 100_000  # start coefficients from at most about this many rows (a strided sample)
+START_ROWS = 20_000  # start coefficients from at most about this many rows (a strided sample)
 START_SD = (0.1, 5.0)  # a random intercept's start SD, link scale, in units of `scale`
 
 
@@ -28,12 +28,6 @@ def start_values(frame: ModelFrame, fam: Family, lay: ThetaLayout) -> np.ndarray
     (Gaussian) the residual variance is what the random intercepts leave of the total.
     """
     y, n, X = frame.y, frame.trials, frame.X
-    if fam.name == "binomial":
-        z = fam.linkfun((y + 0.5) / (n + 1.0))
-    elif fam.link == "log":
-        z = np.log(y + 0.5) if fam.name != "gamma" else np.log(y)
-    else:
-        z = y
     beta = None
     stride = -(-len(y) // START_ROWS)
     if stride > 1:  # large data: the coefficients from every stride-th row
@@ -41,13 +35,13 @@ def start_values(frame: ModelFrame, fam: Family, lay: ThetaLayout) -> np.ndarray
         if not np.any(np.all(X[rows] == 0.0, axis=0)):
             try:
                 beta = _start_beta(fam, X[rows], y[rows], n[rows], frame.offset[rows],
-                                   frame.x_names, z[rows])
+                                   frame.x_names)
             except np.linalg.LinAlgError:
                 beta = None
     if beta is None or not np.all(np.isfinite(beta)):
-        beta = _start_beta(fam, X, y, n, frame.offset, frame.x_names, z)
+        beta = _start_beta(fam, X, y, n, frame.offset, frame.x_names)
     eta = X @ beta + frame.offset
-    scale = float(np.std(z - eta)) if fam.name == "gaussian" else 1.0
+    scale = float(np.std(_link_response(fam, y, n) - eta)) if fam.name == "gaussian" else 1.0
     Ls = []
     for g in frame.groups:
         rms = np.sqrt(np.mean(g.Z**2, axis=0))
@@ -92,8 +86,8 @@ def start_values(frame: ModelFrame, fam: Family, lay: ThetaLayout) -> np.ndarray
     return lay.pack(beta, Ls, log_phi)
 
 
-def _start_beta(fam: Family, X, y, n, offset, x_names, z):
-    """Start coefficients (see :func:`start_values`); ``z`` is the link-scale response."""
+def _start_beta(fam: Family, X, y, n, offset, x_names):
+    """Start coefficients (see :func:`start_values`)."""
     if not X.shape[1]:
         return np.zeros(0)
     if x_names[0] == "(Intercept)" and not np.any(offset):
@@ -104,8 +98,17 @@ def _start_beta(fam: Family, X, y, n, offset, x_names, z):
         beta = np.linalg.solve(G, X.T @ (y / n)) / float(fam.mu_eta(eta_bar))
         beta[0] = eta_bar - G[0, 1:] @ beta[1:] / len(y)
     else:
-        beta = np.linalg.solve(X.T @ X, X.T @ (z - offset))
+        beta = np.linalg.solve(X.T @ X, X.T @ (_link_response(fam, y, n) - offset))
     return beta if fam.name == "gaussian" else _glm_step(fam, X, y, n, offset, beta)
+
+
+def _link_response(fam: Family, y, n):
+    """The response on the link scale, kept finite (binomial: empirical logits)."""
+    if fam.name == "binomial":
+        return fam.linkfun((y + 0.5) / (n + 1.0))
+    if fam.link == "log":
+        return np.log(y + 0.5) if fam.name != "gamma" else np.log(y)
+    return y
 
 
 def _glm_step(fam: Family, X, y, n, offset, beta):
