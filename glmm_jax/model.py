@@ -22,8 +22,9 @@ from .fitresult import Run, issue_warnings, make_result
 from .formula import parse_formula
 from .laplace import Structure
 from .layout import lay_out, one_blas_thread
+from .modes import TOL_INNER
 from .objective import engine, modes, negloglik, value_grad_hess, zero_modes
-from .optimize import lbfgs_fit, newton_fit, newton_fit_many
+from .optimize import FIRST_TOL_INNER, lbfgs_fit, newton_fit, newton_fit_many
 from .results import GLMMResult
 from .start import start_values
 from .theta import Padding, ThetaLayout
@@ -99,14 +100,16 @@ class Model:
         return out._replace(theta=pad.strip(out.theta), grad=pad.strip(out.grad),
                             hess=pad.strip(out.hess), theta0=pad.strip(out.theta0))
 
-    def newton(self, theta0, u0=None, max_iter: int = 100, free=None):
+    def newton(self, theta0, u0=None, max_iter: int = 100, free=None, cold: bool = False):
         """Newton's method from ``theta0`` (``optimize.newton_fit``; entries where
         ``free`` is 0 held; the engine's ``start_point`` of it), as NumPy: theta,
         gradient and Hessian in the model's theta, the modes ``u`` (and ``u_cov``) in the
-        engine's layout (see :meth:`modes`)."""
+        engine's layout (see :meth:`modes`). ``cold``: theta0 are start values, not
+        near the optimum (the modes there are solved to a looser tolerance)."""
         theta0 = self._theta(theta0)
         return self._strip(newton_fit(self._embed(theta0), self._u0(u0), self.data,
-                                      self.structure, max_iter=max_iter, free=self._free(free)))
+                                      self.structure, max_iter=max_iter, free=self._free(free),
+                                      first_tol=FIRST_TOL_INNER if cold else TOL_INNER))
 
     def newton_many(self, starts, max_iter: int = 100):
         """:meth:`newton` from each row of ``starts``, in one vmapped program."""
@@ -468,7 +471,7 @@ def fit_model(model: Model, max_iter: int = 100, start=None, fixed: dict | None 
         theta0[names.index(name)] = float(value)
         free[names.index(name)] = 0.0
     run = Run(theta0, max_iter, fixed=tuple(fixed or ()))
-    out = model.newton(theta0, max_iter=max_iter, free=free)
+    out = model.newton(theta0, max_iter=max_iter, free=free, cold=start is None)
     run.newton(out)
     notes = ()
     if not bool(out.converged):

@@ -26,6 +26,7 @@ from . import crossed, lmm, scalar_laplace, smallmat
 from .crossed import MultiStructure
 from .laplace import ClusterData, Structure, fixed_eta, grad_negHess, solve_modes, total_loglik
 from .lmm import LmmStructure
+from .modes import TOL_INNER
 
 
 def _vgh(f, theta, u_hat, data, s):
@@ -112,11 +113,11 @@ class SingleEngine(_Engine):
         return beta, Ls[0], log_phi
 
     @staticmethod
-    def modes(theta, u0, data, s):
+    def modes(theta, u0, data, s, tol=TOL_INNER):
         beta, L, log_phi = SingleEngine.unpack(theta, s)
 
         def block(u, d, s):
-            return solve_modes(u, fixed_eta(beta, d), L, log_phi, d, s)
+            return solve_modes(u, fixed_eta(beta, d), L, log_phi, d, s, tol=tol)
 
         if s.q == 1 and (one := _one_block(data, s)):
             u, its = block(u0.reshape(-1, 1), *one)
@@ -216,11 +217,12 @@ class MultiEngine(_Engine):
         return beta, Ls + [jnp.eye(s.p, dtype=theta.dtype)] * int(s.reml), log_phi
 
     @staticmethod
-    def modes(theta, u0, data, s):
+    def modes(theta, u0, data, s, tol=TOL_INNER):
         if not s.qs:  # no random terms (a GLM): no modes
             return list(u0), jnp.asarray(0)
         beta, L, log_phi = MultiEngine.unpack(theta, s)
-        return crossed.solve_modes(u0, crossed.fixed_eta(beta, data, s), L, log_phi, data, s)
+        return crossed.solve_modes(u0, crossed.fixed_eta(beta, data, s), L, log_phi, data, s,
+                                   tol=tol)
 
     @staticmethod
     def negloglik(theta, u_hat, data, s):
@@ -267,7 +269,7 @@ class LmmEngine(MultiEngine):
         return theta.at[:s.p].set(jnp.where(ok, beta, theta[:s.p]))
 
     @staticmethod
-    def modes(theta, u0, data, s):
+    def modes(theta, u0, data, s, tol=TOL_INNER):
         return u0, jnp.asarray(0)
 
     @staticmethod
@@ -313,9 +315,10 @@ def unpack_np(theta: np.ndarray, s):
     return beta, Ls + [np.eye(s.p)] * int(s.reml), log_phi
 
 
-def modes(theta, u0, data, s):
-    """Conditional modes u_hat(theta), started from u0; and the Newton iterations used."""
-    return engine(s).modes(theta, u0, data, s)
+def modes(theta, u0, data, s, tol=TOL_INNER):
+    """Conditional modes u_hat(theta), started from u0, to within ``tol`` (the largest
+    last step; modes.TOL_INNER); and the Newton iterations used."""
+    return engine(s).modes(theta, u0, data, s, tol)
 
 
 def negloglik(theta, u_hat, data, s):

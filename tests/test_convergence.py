@@ -312,3 +312,26 @@ def test_bad_input(cbpp_check, kw, match):
 def test_not_a_result():
     with pytest.raises(gj.GLMMInputError, match="needs a fitted GLMMResult"):
         gj.check_convergence(pd.DataFrame())
+
+
+@pytest.mark.parametrize("formula, family", [
+    ("cbind(incidence, size - incidence) ~ period + (1 | herd)", "binomial"),
+    ("y ~ age + sex + (1 + age | hospital)", "binomial"),
+])
+def test_loose_first_modes_reach_the_same_optimum(formula, family):
+    # from start values the first point's modes are solved to FIRST_TOL_INNER only:
+    # the same optimum as with every point's modes to TOL_INNER, and no convergence
+    # declared at a point whose modes were loose (from the optimum: one more point)
+    data = gj.datasets.load("cbpp") if "herd" in formula else \
+        gj.datasets.simulate_registry(3000, 60, slope_sd=0.4, seed=3)
+    m = gj.build_model(formula, data, family=family)
+    theta0 = np.asarray(m.start(), float)
+    loose, exact = m.newton(theta0, cold=True), m.newton(theta0)
+    assert bool(loose.converged) and bool(exact.converged)
+    assert float(loose.f) == pytest.approx(float(exact.f), abs=1e-9)
+    np.testing.assert_allclose(loose.theta, exact.theta, atol=1e-7)
+    again = m.newton(exact.theta, cold=True)
+    assert int(again.n_iter) >= 2 and int(m.newton(exact.theta).n_iter) == 1
+    # (one more Newton step from a point within Newton's tolerance of the optimum)
+    assert float(again.f) == pytest.approx(float(exact.f), abs=1e-9)
+    np.testing.assert_allclose(again.theta, exact.theta, atol=1e-5)
