@@ -21,16 +21,6 @@ steps <- list(
   list(y ~ age + sex + teaching + (1 | hospital), quote(sex == 0 | teaching == 1)),
   list(y ~ age + sex + comorb + teaching + (age | hospital), NULL)
 )
-times <- numeric(0)
-logliks <- numeric(0)
-for (s in steps) {
-  t <- proc.time()[["elapsed"]]
-  d <- if (is.null(s[[2]])) df else df[eval(s[[2]], df), ]
-  fit <- glmer(s[[1]], data = d, family = binomial)
-  times <- c(times, proc.time()[["elapsed"]] - t)
-  logliks <- c(logliks, as.numeric(logLik(fit)))
-}
-total_s <- proc.time()[["elapsed"]] - t0
-num <- function(x) paste(sprintf("%.10g", x), collapse = ", ")
-cat(sprintf('RESULT_JSON: {"total_s": %.4f, "load_s": %.4f, "step_s": [%s], "logliks": [%s]}\n',
-            total_s, load_s, num(times), num(logliks)))
+here <- dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)))
+source(file.path(here, "session_steps.R"))
+run_session(steps, df, function(f, d) glmer(f, data = d, family = binomial), t0, load_s)
