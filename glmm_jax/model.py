@@ -22,9 +22,8 @@ from .fitresult import Run, issue_warnings, make_result
 from .formula import parse_formula
 from .laplace import Structure
 from .layout import lay_out, one_blas_thread
-from .modes import TOL_INNER
 from .objective import engine, modes, negloglik, value_grad_hess, zero_modes
-from .optimize import FIRST_TOL_INNER, lbfgs_fit, newton_fit, newton_fit_many
+from .optimize import lbfgs_fit, newton_fit, newton_fit_many
 from .results import GLMMResult
 from .start import start_values
 from .theta import Padding, ThetaLayout
@@ -109,7 +108,7 @@ class Model:
         theta0 = self._theta(theta0)
         return self._strip(newton_fit(self._embed(theta0), self._u0(u0), self.data,
                                       self.structure, max_iter=max_iter, free=self._free(free),
-                                      first_tol=FIRST_TOL_INNER if cold else TOL_INNER))
+                                      cold=cold))
 
     def newton_many(self, starts, max_iter: int = 100):
         """:meth:`newton` from each row of ``starts``, in one vmapped program."""

@@ -243,13 +243,13 @@ def newton_program(data, s):
 
 
 def newton_fit(theta0, u0, data, s, max_iter: int = 100, free=None,
-               first_tol: float = TOL_INNER) -> NewtonResult:
-    """Minimize -log L from theta0 (see ``_newton_fit``; ``first_tol``: the tolerance of
-    the modes at theta0, FIRST_TOL_INNER for start values), compiled for the model's size
+               cold: bool = False) -> NewtonResult:
+    """Minimize -log L from theta0 (see ``_newton_fit``; ``cold``: theta0 are start
+    values, whose modes are solved to FIRST_TOL_INNER), compiled for the model's size
     (its traced program kept on disk where it can be: exported.py)."""
     theta0 = np.asarray(theta0, dtype=float)
     free = np.ones(len(theta0)) if free is None else np.asarray(free, dtype=float)
-    first_tol = np.asarray(first_tol, dtype=float)
+    first_tol = np.asarray(FIRST_TOL_INNER if cold else TOL_INNER, dtype=float)
     program = newton_program(data, s)
     out = exported.call(
         "newton", lambda t, u, d, m, ft: _newton_fit(t, u, d, s, max_iter, m, ft),

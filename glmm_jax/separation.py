@@ -212,8 +212,9 @@ def _direction(X: np.ndarray, succ: np.ndarray, fail: np.ndarray
     nonzero = None
     while n > SCREEN_ROWS and 2 * size < n:
         idx, nonzero = _sample(X, succ, fail, size, nonzero)
-        sub_scale = _scale(X[idx])
-        sub = X[idx] / sub_scale
+        sub = X[idx]
+        sub_scale = _scale(sub)
+        sub = sub / sub_scale
         S = _constraints(sub, succ[idx], fail[idx])
         if size == SAMPLE_ROWS and _certified(S) and \
                 np.linalg.matrix_rank(sub) == X.shape[1]:
@@ -226,7 +227,8 @@ def _direction(X: np.ndarray, succ: np.ndarray, fail: np.ndarray
             if np.all(v[succ] >= -TOL_ROW) and np.all(v[fail] <= TOL_ROW):
                 break  # the subsample's direction separates all rows: solve the whole
         size *= 8
-    scale = _scale(X[succ | fail])
+    used = succ | fail
+    scale = _scale(X if used.all() else X[used])
     A, counts = _unique_rows(_constraints(X / scale, succ, fail))
     if _certified(A, counts):
         return None
@@ -299,13 +301,13 @@ def _sample(X: np.ndarray, succ: np.ndarray, fail: np.ndarray, size: int,
             nonzero: dict | None) -> tuple[np.ndarray, dict]:
     """Rows of a deterministic subsample of about ``size`` rows: random rows, every row
     where a sparse column (at most 200 nonzero entries) is nonzero, and all the rows of a
-    rare outcome; and the columns' nonzero counts known so far (``nonzero``, updated: a
-    column that is nonzero on more than 1% of the random rows is not sparse, the others
-    are counted)."""
+    rare outcome; and ``nonzero`` updated: the nonzero rows of each column that may be
+    sparse (a column nonzero on more than 1% of the random rows is taken as not sparse;
+    the others' rows are found once, on all rows, and kept for the next, larger sample)."""
     used = succ | fail
     pick = np.flatnonzero(used)
     random_rows = np.random.default_rng(0).choice(pick, min(size, len(pick)), replace=False)
-    nonzero = {} if nonzero is None else dict(nonzero)
+    nonzero = {} if nonzero is None else nonzero
     dense = np.count_nonzero(X[random_rows], axis=0) > 0.01 * len(random_rows)
     for j in np.flatnonzero(~dense):
         if j not in nonzero:

@@ -27,9 +27,10 @@ DEFAULT = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # -0.9 s) for 0-60 ms (0-20%) more run time. Beyond, their code grows 30-40% slower
 # (1M rows: +160 ms a fit), and with several random terms they can compile slower.
 # LLVM's optimization level 1 (of 3) cuts their compile time by a further 6-13% (hospital,
-# 5,000 rows: random intercept 1.65 -> 1.50 s, random slope 3.10 -> 2.80 s; 100k rows
-# 1.8 -> 1.6 s) and runs as fast (warm 100k, 200k slope: 0.89-0.99x). For the other
-# programs (several terms, fit_many) it ran 3-17% slower, so they keep the default.
+# 5,000 rows: random intercept 1.60-1.68 -> 1.46-1.65 s, random slope 3.08-3.12 ->
+# 2.69-2.84 s; 100k rows 1.74-1.87 -> 1.60-1.63 s), and their code runs as fast or faster
+# (warm 100k 0.98x; the 200k random slope's Newton program 383 -> 293 ms). The other
+# programs (several terms, fit_many) ran 4-12% slower warm with it: they keep the default.
 SMALL = {**DEFAULT, "xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
 
 
