@@ -30,7 +30,7 @@ DEFAULT = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # 5,000 rows: random intercept 1.60-1.68 -> 1.46-1.65 s, random slope 3.08-3.12 ->
 # 2.69-2.84 s; 100k rows 1.74-1.87 -> 1.60-1.63 s), and their code runs as fast or faster
 # (warm 100k 0.98x; the 200k random slope's Newton program 383 -> 293 ms). The other
-# programs (several terms, fit_many) ran 4-12% slower warm with it: they keep the default.
+# programs (several terms, fit_many) ran 3-12% slower warm with it: they keep the default.
 SMALL = {**DEFAULT, "xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 1}
 
 
