@@ -104,6 +104,8 @@ def _check_columns(names: set[str], data: pd.DataFrame, where: str) -> None:
 
 
 def _check_unique_columns(data: pd.DataFrame) -> None:
+    if data.columns.is_unique:
+        return
     dup = data.columns[data.columns.duplicated()]
     if len(dup):
         raise GLMMInputError(f"the data have duplicated column names: "
@@ -431,7 +433,10 @@ def build_frame(spec: ModelSpec, data: pd.DataFrame, family: Family, weights=Non
     keep = ~missing
     index = data.index[keep] if n_dropped else data.index
     n = len(index)
-    parts = {k: [_take(v, keep) for v in vals] for k, vals in parts.items()}
+    # (the design matrices are new arrays whatever their parts; every other part is copied,
+    # so that the frame never shares the caller's memory)
+    parts = {k: vals if not n_dropped and k != "response" and k != "offsets" else
+             [_take(v, keep) for v in vals] for k, vals in parts.items()}
 
     w = None
     if "weights" in extra:

@@ -52,16 +52,45 @@ class ClusterData(NamedTuple):
 
 
 class Layout(NamedTuple):
-    """Where each input row goes (``block[i], chunk[i], slot[i]`` for row i, in input
-    order) and where each cluster went (``cluster_block[j], cluster_slot[j]``)."""
+    """Where the rows go: the rows' clusters ``codes`` in input order, ``order`` the rows
+    sorted by cluster (stably), and where each cluster went (``cluster_block[j]``,
+    ``cluster_slot[j]``, its first chunk in its block ``cluster_chunk[j]`` and its number
+    of chunks); row i is then in ``block[i], chunk[i], slot[i]``."""
 
-    block: np.ndarray
-    chunk: np.ndarray  # chunk within the block
-    slot: np.ndarray
+    codes: np.ndarray
+    order: np.ndarray
+    counts: np.ndarray  # rows per cluster
     cluster_block: np.ndarray
     cluster_slot: np.ndarray
+    cluster_chunk: np.ndarray
     chunks_per_cluster: np.ndarray
     size: int  # rows per chunk, C
+
+    def _rank(self) -> np.ndarray:
+        """Each row's place among its cluster's rows, in input order."""
+        counts = self.counts
+        rank = np.empty(len(self.codes), dtype=np.int64)
+        rank[self.order] = np.arange(len(self.codes)) - (np.cumsum(counts) - counts)[
+            self.codes[self.order]]
+        return rank
+
+    @property
+    def block(self) -> np.ndarray:
+        return self.cluster_block[self.codes]
+
+    @property
+    def chunk(self) -> np.ndarray:
+        """Each row's chunk within its block."""
+        return self.cluster_chunk[self.codes] + self._rank() // self.size
+
+    @property
+    def slot(self) -> np.ndarray:
+        return self._rank() % self.size
+
+    def block_sums(self, v: np.ndarray, n_blocks: int) -> np.ndarray:
+        """The sum of the rows' values ``v`` in each of ``n_blocks`` blocks."""
+        by_cluster = np.bincount(self.codes, v, len(self.cluster_block))
+        return np.bincount(self.cluster_block, by_cluster, n_blocks)
 
     @property
     def n_blocks(self) -> int:
@@ -117,42 +146,62 @@ def make_layout(codes: np.ndarray, n_groups: int, size: int | None = None,
     first_chunk = chunk_start - chunk_start[np.minimum(block_start, n_groups - 1)][cluster_block]
     # (numpy's stable sort of 16-bit integers is a radix sort: 4x faster on 100k rows)
     keys = codes.astype(np.uint16) if n_groups <= np.iinfo(np.uint16).max + 1 else codes
-    order = np.argsort(keys, kind="stable")
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(codes), dtype=np.int64)
-    rank[order] = np.arange(len(codes)) - start[codes[order]]
-    return Layout(cluster_block[codes], first_chunk[codes] + rank // C, rank % C,
-                  cluster_block, cluster_slot, chunks_per, C)
+    return Layout(codes, np.argsort(keys, kind="stable"), counts, cluster_block, cluster_slot,
+                  first_chunk, chunks_per, C)
+
+
+class Positions(NamedTuple):
+    """Where each of a layout's padded [B, M, C] positions takes its row: ``src`` the row
+    (0 at padding), ``pad`` the padding positions (flat)."""
+
+    src: np.ndarray
+    pad: np.ndarray
+    shape: tuple[int, int, int]
+
+    def fill(self, values, fill: float) -> np.ndarray:
+        """``values`` (one per row, any trailing shape) at the positions, ``fill`` at the
+        padding. (A gather: a scatter into a fresh array is several times slower.)"""
+        values = np.asarray(values, dtype=float)
+        tail = values.shape[1:]
+        if values.size and values.min() == values.max():  # constant (trials, weights, ...)
+            out = np.full((len(self.src),) + tail, values.flat[0])
+        else:
+            out = values.take(self.src, axis=0)
+        out[self.pad] = fill
+        return out.reshape(self.shape + tail)
+
+
+def positions(layout: Layout, n_blocks: int, n_chunks: int) -> Positions:
+    """The :class:`Positions` of ``layout``'s rows in ``n_blocks`` blocks of ``n_chunks``
+    chunks."""
+    lay, C = layout, layout.size
+    # the sorted rows' places: a cluster's rows fill its chunks in order, from its first
+    counts = lay.counts
+    first = (lay.cluster_block * n_chunks + lay.cluster_chunk) * C - (np.cumsum(counts) - counts)
+    src = np.full(n_blocks * n_chunks * C, -1, dtype=np.intp)
+    src[np.arange(len(lay.order)) + first[lay.codes[lay.order]]] = lay.order
+    pad = np.flatnonzero(src < 0)
+    src[pad] = 0
+    return Positions(src, pad, (n_blocks, n_chunks, C))
 
 
 def cluster_arrays(X, Z, y, trials, offset, log_const, layout: Layout,
                    n_chunks: int | None = None, n_groups: int | None = None,
-                   n_blocks: int | None = None, put=None, weights=None) -> ClusterData:
+                   n_blocks: int | None = None, put=None, weights=None,
+                   where: Positions | None = None) -> ClusterData:
     """NumPy ClusterData of one model, optionally padded to ``n_blocks`` blocks of
     ``n_chunks`` chunks and ``n_groups`` clusters (padding chunks have zero weight and
     sit in a block's last cluster; padding clusters have no rows and contribute exactly 0
     to the likelihood). ``log_const`` are the per-row data-only log-density constants,
-    ``weights`` the rows' prior weights (default 1).
+    ``weights`` the rows' prior weights (default 1); ``where``: the layout's
+    :func:`positions` in that padding, if already made.
     ``put`` (e.g. a transfer to a device) is applied to each array as soon as it is
     built, so that only one padded NumPy array is alive at a time."""
     put = (lambda a: a) if put is None else put
     B = layout.n_blocks if n_blocks is None else n_blocks
     M = layout.max_chunks if n_chunks is None else n_chunks
     J = layout.max_clusters if n_groups is None else n_groups
-    C = layout.size
-    flat = (layout.block * M + layout.chunk) * C + layout.slot  # row position in [B, M, C]
-
-    def scatter(values, fill):
-        # (constant values, as trials, offsets, weights and a random intercept's Z often
-        # are: no gather)
-        same = values.size > 0 and values.min() == values.max()
-        out = np.full((B * M * C,) + values.shape[1:], fill)
-        if not same:
-            out[flat] = values
-        elif values.flat[0] != fill:
-            out[flat] = values.flat[0]
-        return put(out.reshape((B, M, C) + values.shape[1:]))
-
+    where = positions(layout, B, M) if where is None else where
     group = np.full((B, M), J - 1, dtype=np.int32)
     cpc = layout.chunks_per_cluster
     chunk_block = np.repeat(layout.cluster_block, cpc)
@@ -161,10 +210,10 @@ def cluster_arrays(X, Z, y, trials, offset, log_const, layout: Layout,
     group[chunk_block, np.arange(len(chunk_block)) - block_first[chunk_block]] = chunk_cluster
     # padding rows: weight 0, y = trials = 1 (a valid response for every family)
     return ClusterData(
-        X=scatter(np.asarray(X, float), 0.0), Z=scatter(np.asarray(Z, float), 0.0),
-        y=scatter(y, 1.0), trials=scatter(trials, 1.0), offset=scatter(offset, 0.0),
-        weights=scatter(np.ones(len(y)) if weights is None else weights, 0.0), group=put(group),
-        log_const=put(np.bincount(layout.block, log_const, B)),
+        X=put(where.fill(X, 0.0)), Z=put(where.fill(Z, 0.0)), y=put(where.fill(y, 1.0)),
+        trials=put(where.fill(trials, 1.0)), offset=put(where.fill(offset, 0.0)),
+        weights=put(where.fill(np.ones(len(y)) if weights is None else weights, 0.0)),
+        group=put(group), log_const=put(layout.block_sums(log_const, B)),
     )
 
 

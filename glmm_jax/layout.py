@@ -18,7 +18,8 @@ from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame
 from .errors import GLMMInputError
 from .families import Family
-from .laplace import ClusterData, Structure, block_rows, chunk_size, cluster_arrays, make_layout
+from .laplace import (ClusterData, Structure, block_rows, chunk_size, cluster_arrays, make_layout,
+                      positions)
 from .sizes import bucket
 from .theta import Padding
 
@@ -118,20 +119,16 @@ def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices, pad: bool 
         grouping, [(("single", fam, Q, width, nagq, len(devices)), Q) for Q in Qs], devices,
         small)
     s = Structure(fam, width, Q, n_groups, nagq)
+    where = positions(layout, n_blocks, n_chunks)
     arrays = frame_arrays(frame, fam, layout, n_chunks, n_groups, n_blocks,
-                          put=lambda a: place(a, devices), width=width, q=Q)
-    flat = (layout.block * n_chunks + layout.chunk) * layout.size + layout.slot
-    shape = arrays.y.shape
+                          put=lambda a: place(a, devices), width=width, q=Q, where=where)
 
     def respond(y, trials, weights=None):
         w = frame.weights if weights is None else np.asarray(weights, dtype=float)
-        out = {"y": np.ones(int(np.prod(shape))), "trials": np.ones(int(np.prod(shape)))}
-        out["y"][flat], out["trials"][flat] = y, trials
+        out = {"y": where.fill(y, 1.0), "trials": where.fill(trials, 1.0)}
         if weights is not None:
-            out["weights"] = np.zeros(int(np.prod(shape)))
-            out["weights"][flat] = w
-        out = {k: v.reshape(shape) for k, v in out.items()}
-        out["log_const"] = np.bincount(layout.block, w * fam.log_const(y, trials), n_blocks)
+            out["weights"] = where.fill(w, 0.0)
+        out["log_const"] = layout.block_sums(w * fam.log_const(y, trials), n_blocks)
         return out
 
     return Laid(frame, s, arrays, (layout.cluster_block, layout.cluster_slot), respond,
@@ -331,13 +328,15 @@ def place(arrays, devices):
 
 
 def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None,
-                 n_blocks=None, put=None, width: int | None = None, q: int | None = None):
+                 n_blocks=None, put=None, width: int | None = None, q: int | None = None,
+                 where=None):
     """The engine's (NumPy, or ``put`` applied to each) arrays of a model frame in a chunk
-    layout (X and Z with zero columns up to ``width`` and ``q``)."""
+    layout (X and Z with zero columns up to ``width`` and ``q``; ``where``: see
+    ``laplace.cluster_arrays``)."""
     g = frame.groups[0]
     return cluster_arrays(widen(frame.X, width), widen(g.Z, q), frame.y, frame.trials, frame.offset,
                           frame.weights * fam.log_const(frame.y, frame.trials), layout,
-                          n_chunks, n_groups, n_blocks, put, frame.weights)
+                          n_chunks, n_groups, n_blocks, put, frame.weights, where)
 
 
 def widen(X: np.ndarray, width: int | None) -> np.ndarray:

@@ -31,10 +31,10 @@ def start_values(frame: ModelFrame, fam: Family, lay: ThetaLayout) -> np.ndarray
     beta = None
     stride = -(-len(y) // START_ROWS)
     if stride > 1:  # large data: the coefficients from every stride-th row
-        rows = slice(None, None, stride)
-        if not np.any(np.all(X[rows] == 0.0, axis=0)):
+        Xs = np.ascontiguousarray(X[::stride])  # (strided views would be copied per product)
+        if Xs.any(axis=0).all():
             try:
-                beta = _start_beta(fam, X[rows], y[rows], n[rows], frame.offset[rows],
+                beta = _start_beta(fam, Xs, y[::stride], n[::stride], frame.offset[::stride],
                                    frame.x_names)
             except np.linalg.LinAlgError:
                 beta = None

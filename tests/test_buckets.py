@@ -116,6 +116,32 @@ def test_block_layout_keeps_clusters_whole():
     assert np.all(np.diff(data.group, axis=1) >= 0)
 
 
+def test_cluster_arrays_put_every_row_value_in_its_place():
+    # unsorted rows, non-constant and constant columns, padded blocks, chunks and clusters
+    from glmm_jax.laplace import cluster_arrays, make_layout
+
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 40, 500)
+    lay = make_layout(codes, 40, size=4, block_rows=64)
+    n, B, M = len(codes), lay.n_blocks + 1, lay.max_chunks + 3
+    X, y, w = rng.normal(size=(n, 3)), rng.integers(0, 2, n).astype(float), rng.random(n)
+    data = cluster_arrays(X, np.ones((n, 1)), y, np.full(n, 2.0), rng.normal(size=n),
+                          np.zeros(n), lay, n_chunks=M, n_groups=lay.max_clusters + 2,
+                          n_blocks=B, weights=w)
+    at = (lay.block, lay.chunk, lay.slot)
+    np.testing.assert_array_equal(data.X[at], X)
+    np.testing.assert_array_equal(data.y[at], y)
+    np.testing.assert_array_equal(data.weights[at], w)
+    pad = np.ones(data.y.shape, bool)
+    pad[at] = False
+    assert pad.sum() == B * M * lay.size - n
+    # padding: zero weight, X and Z zero, y = trials = 1, offset 0; the rows' trials 2
+    assert np.all(data.weights[pad] == 0) and np.all(data.X[pad] == 0)
+    assert np.all(data.Z[pad] == 0) and np.all(data.Z[at] == 1)
+    assert np.all(data.y[pad] == 1) and np.all(data.trials[pad] == 1)
+    assert np.all(data.trials[at] == 2) and np.all(data.offset[pad] == 0)
+
+
 def test_blocks_hold_at_most_block_rows():
     # 300 chunks of 4 rows over blocks of 256 rows (64 chunks): 5 blocks, none above 256
     # rows (rounding the block count down would give 4 blocks of 75 chunks)

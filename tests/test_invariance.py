@@ -139,6 +139,23 @@ def test_callers_dataframe_unchanged_by_build_model(sleepstudy):
     pd.testing.assert_frame_equal(sleepstudy, before)
 
 
+def test_model_frame_shares_no_memory_with_the_callers_dataframe(sleepstudy):
+    # no row dropped: the frame's arrays are still its own, so that a later in-place edit
+    # of the caller's DataFrame cannot change a stored fit
+    df = sleepstudy.copy()
+    df["w"] = 1.0 + (np.arange(len(df)) % 3)
+    df["off"] = 0.1 * np.arange(len(df))
+    m = gj.build_model("Reaction ~ Days + offset(off) + (Days | Subject)", df, "gaussian",
+                       weights="w", engine="multi")
+    f = m.frame
+    arrays = [f.X, f.y, f.trials, f.offset, f.weights] + [a for g in f.groups
+                                                          for a in (g.Z, g.codes)]
+    for col in df.columns:
+        values = df[col].to_numpy()
+        if values.dtype.kind == "f":
+            assert not any(np.shares_memory(a, values) for a in arrays), col
+
+
 # ---------------------------------------------------------------------------------------
 # Laplace and AGHQ with one node; equivalent response encodings
 
