@@ -18,8 +18,15 @@ from .crossed import MultiData, MultiStructure, TermData, rest_columns
 from .design import ModelFrame
 from .errors import GLMMInputError
 from .families import Family
-from .laplace import (ClusterData, Structure, block_rows, chunk_size, cluster_arrays, make_layout,
-                      positions)
+from .laplace import (
+    ClusterData,
+    Structure,
+    block_rows,
+    chunk_size,
+    cluster_arrays,
+    make_layout,
+    positions,
+)
 from .sizes import bucket
 from .theta import Padding
 
