@@ -128,7 +128,8 @@ def _build_single(frame: ModelFrame, fam: Family, nagq: int, devices, pad: bool 
     s = Structure(fam, width, Q, n_groups, nagq)
     where = positions(layout, n_blocks, n_chunks)
     arrays = frame_arrays(frame, fam, layout, n_chunks, n_groups, n_blocks,
-                          put=lambda a: place(a, devices), width=width, q=Q, where=where)
+                          put=lambda a: place(a, devices, fresh=True), width=width, q=Q,
+                          where=where)
 
     def respond(y, trials, weights=None):
         w = frame.weights if weights is None else np.asarray(weights, dtype=float)
@@ -312,14 +313,33 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     return Laid(frame, s, place_rows(arrays, devices), None, respond, _padding(frame, s))
 
 
-def _shard(arrays, devices, spec: P, is_sharded):
+def _shard(arrays, devices, spec: P, is_sharded, fresh: bool = False):
     """Put ``arrays`` on ``devices``: those where ``is_sharded(a)`` split by ``spec`` (over
-    mesh axis "d"), the rest replicated."""
+    mesh axis "d"), the rest replicated. ``fresh``: NumPy arrays that nothing else holds,
+    which the (first) CPU device may then use in place (no copy)."""
     if len(devices) == 1:
+        if fresh and devices[0] == _first_cpu():
+            return jax.tree.map(_in_place, arrays)
         return jax.device_put(arrays, devices[0])
     mesh = Mesh(np.asarray(devices), ("d",))
     split, whole = NamedSharding(mesh, spec), NamedSharding(mesh, P())
     return jax.tree.map(lambda a: jax.device_put(a, split if is_sharded(a) else whole), arrays)
+
+
+@functools.cache
+def _first_cpu():
+    return jax.devices("cpu")[0]
+
+
+def _in_place(a):
+    """A NumPy array as a CPU jax.Array over the same memory where XLA can use it as it
+    is (DLPack: C-contiguous and aligned, else copied), else copied."""
+    if isinstance(a, np.ndarray) and a.ndim and a.size and a.flags.writeable:
+        try:
+            return jax.dlpack.from_dlpack(a)
+        except (BufferError, TypeError, RuntimeError):
+            pass
+    return jax.device_put(a, _first_cpu())
 
 
 def place_rows(arrays: MultiData, devices) -> MultiData:
@@ -328,10 +348,11 @@ def place_rows(arrays: MultiData, devices) -> MultiData:
     return _shard(arrays, devices, P("d"), lambda a: np.ndim(a) > 0 and a.shape[0] == n)
 
 
-def place(arrays, devices):
+def place(arrays, devices, fresh: bool = False):
     """Put the arrays (a ClusterData, or one of its arrays) on ``devices``: each block's
-    row chunks sharded across them, the per-block constants replicated."""
-    return _shard(arrays, devices, P(None, "d"), lambda a: np.ndim(a) > 1)
+    row chunks sharded across them, the per-block constants replicated (``fresh``: see
+    ``_shard``)."""
+    return _shard(arrays, devices, P(None, "d"), lambda a: np.ndim(a) > 1, fresh)
 
 
 def frame_arrays(frame: ModelFrame, fam: Family, layout, n_chunks=None, n_groups=None,

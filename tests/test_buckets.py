@@ -176,3 +176,17 @@ def test_small_gaussian_models_take_the_small_programs_emitters(monkeypatch):
     assert small.loglik == pytest.approx(large.loglik, abs=1e-9)
     np.testing.assert_allclose(small.theta, large.theta, atol=1e-8)
     np.testing.assert_allclose(small.se, large.se, rtol=1e-7)
+
+
+def test_arrays_placed_in_place_or_copied_hold_the_same_values():
+    import jax
+
+    from glmm_jax.layout import _in_place
+
+    base = np.arange(1001, dtype=float)
+    readonly = base.copy()
+    readonly.flags.writeable = False
+    for a in (base.copy(), base[1:], readonly, base[::2], np.asarray(3.0)):
+        out = _in_place(a)
+        assert isinstance(out, jax.Array) and out.devices() == {jax.devices("cpu")[0]}
+        np.testing.assert_array_equal(np.asarray(out), a)
