@@ -31,13 +31,11 @@ def start_values(frame: ModelFrame, fam: Family, lay: ThetaLayout) -> np.ndarray
     beta = None
     stride = -(-len(y) // START_ROWS)
     if stride > 1:  # large data: the coefficients from every stride-th row
-        Xs = np.ascontiguousarray(X[::stride])  # (strided views would be copied per product)
-        if Xs.any(axis=0).all():
-            try:
-                beta = _start_beta(fam, Xs, y[::stride], n[::stride], frame.offset[::stride],
-                                   frame.x_names)
-            except np.linalg.LinAlgError:
-                beta = None
+        try:  # (a column all zero in the sample: LinAlgError; strided views copied once)
+            beta = _start_beta(fam, np.ascontiguousarray(X[::stride]), y[::stride],
+                               n[::stride], frame.offset[::stride], frame.x_names)
+        except np.linalg.LinAlgError:
+            beta = None
     if beta is None or not np.all(np.isfinite(beta)):
         beta = _start_beta(fam, X, y, n, frame.offset, frame.x_names)
     eta = X @ beta + frame.offset
@@ -48,7 +46,7 @@ def start_values(frame: ModelFrame, fam: Family, lay: ThetaLayout) -> np.ndarray
         Ls.append(np.diag(0.5 * scale / np.where(rms > 0, rms, 1.0)))
     mu = fam.linkinv(eta)
     log_phi = fam.start_dispersion(y, mu * (n if fam.name == "binomial" else 1.0))
-    d_eta = fam.mu_eta(eta)
+    d_eta = mu * (1.0 - mu) if fam.link == "logit" else fam.mu_eta(eta)  # (no second expit)
     # moment estimates of each random intercept's variance; a term nested in another
     # (a ward in its hospital, an observation in its ward) estimates the sum of its own
     # and its ancestors' variances, so the nearest ancestor's estimate is subtracted
@@ -90,15 +88,17 @@ def _start_beta(fam: Family, X, y, n, offset, x_names):
     """Start coefficients (see :func:`start_values`)."""
     if not X.shape[1]:
         return np.zeros(0)
+    G = X.T @ X
+    if np.any(np.diag(G) == 0.0):
+        raise np.linalg.LinAlgError("a column of X is zero on every row")
     if x_names[0] == "(Intercept)" and not np.any(offset):
         mean = np.mean(y / n)
         mean = np.clip(mean, 0.01, 0.99) if fam.name == "binomial" else max(mean, 1e-3)
         eta_bar = float(fam.linkfun(mean))
-        G = X.T @ X  # its first row holds the column sums
         beta = np.linalg.solve(G, X.T @ (y / n)) / float(fam.mu_eta(eta_bar))
-        beta[0] = eta_bar - G[0, 1:] @ beta[1:] / len(y)
+        beta[0] = eta_bar - G[0, 1:] @ beta[1:] / len(y)  # (G's first row: the column sums)
     else:
-        beta = np.linalg.solve(X.T @ X, X.T @ (_link_response(fam, y, n) - offset))
+        beta = np.linalg.solve(G, X.T @ (_link_response(fam, y, n) - offset))
     return beta if fam.name == "gaussian" else _glm_step(fam, X, y, n, offset, beta)
 
 
