@@ -226,3 +226,14 @@ def test_log_sd_steps_same_fit_as_joint_laplace(seed, sd, reml):
     assert a.convergence.n_iter <= b.convergence.n_iter
     if (seed, reml) == (2, False):
         assert a.convergence.n_iter < b.convergence.n_iter
+
+
+def test_pair_sums_scattered_both_ways_are_k_plus_its_transpose(crossed_df):
+    """_pair_sums(both=True) (the Hessian's form) is sym K = K + K' (the value's)."""
+    m = api.build_model(CROSSED, crossed_df, "gaussian").unpadded
+    d, s = m.data, m.structure
+    R = s.r_z
+    M = jnp.asarray(np.random.default_rng(0).normal(size=d.ZtZ0.shape))
+    sym = lmm._pair_sums(M, d, R)
+    np.testing.assert_allclose(lmm._pair_sums(M, d, R, both=True), sym, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(sym, sym.T, rtol=0, atol=0)
