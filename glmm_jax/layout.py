@@ -264,6 +264,10 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     their number; small models to the sizes of sizes.py)."""
     _check_one_term_for_agq(frame, nagq)
     p = frame.X.shape[1]
+    if reml and not p:
+        raise GLMMInputError("reml=True on the joint Laplace engine needs a fixed effect; "
+                             "this formula has none (without fixed effects REML is ML: "
+                             "reml=False gives the same fit)")
 
     def layout(groups):
         terms = [(g.Z, g.codes) for g in groups]
@@ -282,12 +286,13 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     n, d = len(frame.y), len(devices)
     small = pad and sizes.small(n)
     width = sizes.fixed_width(p, n) if small and not reml else p
-    s = MultiStructure(fam, width, qs, Js, reml=reml, nested=anc is not None)
-    rows_to = -(-n // d) * d
-    if small:  # rows: a power of two, or those of a program already laid out
-        allowed = sizes.slots_allowed(n)
-        rows_to = sizes.reuse(("multi", s, d), lambda sz: n <= sz[0] <= allowed,
-                              (-(-sizes.power_of_two(n) // d) * d,))[0]
+    rows_to, Js_to = -(-n // d) * d, Js
+    if small:  # rows and levels: those of a program already laid out, else padded
+        key = ("multi", fam, width, qs, nagq, reml, anc is not None, d)
+        rows_to, Js_to = _multi_sizes(key, n, Js, reml, anc is not None)
+        if anc is not None and Js_to != Js:  # (a padded level's ancestors: level 0)
+            anc = nested.ancestors([c for _, c in terms], Js_to)
+    s = MultiStructure(fam, width, qs, Js_to, reml=reml, nested=anc is not None)
     pad = rows_to - n
 
     def rows(a, fill=0):  # zero-weight padding rows (level 0 of every term, y = 1)
@@ -298,7 +303,7 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
         offset=rows(frame.offset), weights=rows(frame.weights),
         terms=tuple(TermData(rows(Z), rows(c.astype(np.int32))) for Z, c in terms),
         rest_cols=np.zeros((n + pad, 0), np.int32) if s.nested else
-        rest_columns([rows(c) for _, c in terms], qs, Js),
+        rest_columns([rows(c) for _, c in terms], qs, Js_to),
         log_const=np.asarray(np.sum(frame.weights * fam.log_const(frame.y, frame.trials))),
         anc=anc or (),
     )
@@ -311,6 +316,38 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
         return out
 
     return Laid(frame, s, place_rows(arrays, devices), None, respond, _padding(frame, s))
+
+
+def _multi_sizes(key: tuple, n: int, Js: tuple, reml: bool, is_nested: bool):
+    """A small model's rows and levels per term (joint Laplace): those of a program
+    already laid out under ``key`` that hold them (sizes.reuse), else rows to a power of
+    two (times the devices in ``key``), levels to powers of two where their cost is
+    linear in the levels (the eliminated term, nested terms) and to :func:`bucket`
+    beyond 32 in a crossed term's dense Schur complement (cubic). Padded levels have no
+    rows: each adds exactly 0 to -log L (a block of the prior's identity in -H)."""
+    d, allowed, n_prior = key[-1], sizes.slots_allowed(n), len(Js) - int(reml)
+
+    def linear(k):
+        return k == 0 or is_nested
+
+    def most(k, J):  # the most levels term k may be padded to
+        if k >= n_prior:  # (REML's fixed effects: one level)
+            return J
+        return max(8 * J, 64) if linear(k) else max(J + J // 4, J + 32)
+
+    def own(k, J):
+        if k >= n_prior:
+            return J
+        return sizes.power_of_two(J) if linear(k) or J <= 32 else bucket(J)
+
+    def fits(sz):
+        return n <= sz[0] <= allowed and all(
+            J <= t <= most(k, J) for k, (J, t) in enumerate(zip(Js, sz[1:], strict=True)))
+
+    default = (-(-sizes.power_of_two(n) // d) * d,) + tuple(own(k, J) for k, J in
+                                                           enumerate(Js))
+    sz = sizes.reuse(key, fits, default)
+    return sz[0], tuple(sz[1:])
 
 
 def _shard(arrays, devices, spec: P, is_sharded, fresh: bool = False):
@@ -340,6 +377,20 @@ def _in_place(a):
         except (BufferError, TypeError, RuntimeError):
             pass
     return jax.device_put(a, _first_cpu())
+
+
+def fetch(tree):
+    """The arrays of ``tree`` as NumPy, those spread over several processes' devices
+    (jax.distributed: a program's per-level outputs can come back sharded) gathered
+    first, as every process of the program does."""
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            a = multihost_utils.process_allgather(a, tiled=True)
+        return np.asarray(a)
+
+    return jax.tree.map(one, tree)
 
 
 def place_rows(arrays: MultiData, devices) -> MultiData:

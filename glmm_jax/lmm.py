@@ -112,8 +112,10 @@ def cross_products(X, y, terms, Js, weights=None) -> LmmData | None:
     ZtZ0 = np.stack([np.stack([by_level(Z0[:, a] * Z0[:, b]) for b in range(q0)], -1)
                      for a in range(q0)], 1)
     Zty0 = np.stack([by_level(Z0[:, a] * y) for a in range(q0)], -1)
-    ZtX0 = np.stack([np.stack([by_level(Z0[:, a] * X[:, k]) for k in range(p)], -1)
-                     for a in range(q0)], 1).reshape(J0, q0, p)
+    ZtX0 = np.zeros((J0, q0, p))  # (no fixed effects: p = 0)
+    for a in range(q0):
+        for k in range(p):
+            ZtX0[:, a, k] = by_level(Z0[:, a] * X[:, k])
     if len(terms) > 1:
         Zr = _rest_matrix(terms, Js)
         R = Zr.shape[1]

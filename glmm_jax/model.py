@@ -21,7 +21,7 @@ from .families import Family, get_family
 from .fitresult import Run, issue_warnings, make_result
 from .formula import parse_formula
 from .laplace import Structure
-from .layout import lay_out, one_blas_thread
+from .layout import fetch, lay_out, one_blas_thread
 from .objective import engine, modes, negloglik, value_grad_hess, zero_modes
 from .optimize import lbfgs_fit, newton_fit, newton_fit_many
 from .results import GLMMResult
@@ -92,7 +92,7 @@ class Model:
 
     def _strip(self, out):
         """A (NumPy) NewtonResult of the program in the model's theta."""
-        out = jax.tree.map(np.asarray, out)
+        out = fetch(out)
         if self.padding is None:
             return out
         pad = self.padding
@@ -156,8 +156,9 @@ class Model:
         return float(f), np.asarray(g), np.asarray(H)
 
     def modes(self, theta, u0=None):
-        """The conditional modes at ``theta`` in the engine's layout (to start
-        :meth:`negloglik` or :meth:`value_grad_hess` at a nearby theta)."""
+        """The conditional modes at ``theta`` in the engine's layout, padding included
+        (to start this model's :meth:`negloglik` or :meth:`value_grad_hess` at a nearby
+        theta; a fit's ``ranef`` holds them by level, without the padding)."""
         return _modes(self._embed(self._theta(theta)), self._u0(u0), self.data,
                       self.structure)
 

@@ -117,8 +117,10 @@ def _newton_fit(theta0, u0, data: ClusterData, s: Structure, max_iter: int = 100
     theta0 = eng.start_point(theta0, free, data, s)
     logm = jnp.asarray(s.theta.scalar_mask()) if log_steps else None
 
-    def direction(g, H):
-        return _direction(g * free, H * free[:, None] * free[None, :] + jnp.diag(1.0 - free))
+    def direction(g, H):  # (0 in the held entries exactly, not to rounding)
+        d, pos_def = _direction(g * free, H * free[:, None] * free[None, :] +
+                                jnp.diag(1.0 - free))
+        return d * free, pos_def
 
     def accept(st: _State, theta, u, inner_ok, f, g, H, aux):
         d, pos_def = direction(g, H)

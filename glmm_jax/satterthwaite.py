@@ -86,22 +86,23 @@ def _cov_jacobian(res):
     """C(ψ̂) [p, p] and its Jacobian [p, p, m] in ψ."""
     psi = _psi(res)
     model, frame = res.model, res.model.frame
-    if isinstance(model.structure, LmmStructure) and model.structure.reml:
-        model = model.unpadded  # (the padding enters no degree of freedom)
-    else:
+    if not (isinstance(model.structure, LmmStructure) and model.structure.reml):
         # the REML model of the same frame: its theta is ψ (same term order and names)
         from .model import model_from_frame  # (model.py imports results.py, which this)
 
         try:
             model = model_from_frame(res.formula, frame, res.family, res.nagq, None,
-                                     reml=True, engine="lmm", pad=False)
+                                     reml=True, engine="lmm")
         except GLMMInputError as exc:
             raise GLMMInputError(f"satterthwaite: the covariance of the fixed effects is "
                                  f"differentiated by the cross-product engine: {exc}") from None
         names = res.theta_names[len(res.theta_names) - len(psi):]
         assert model.theta_names == names, (model.theta_names, names)
+    # a small model's padded program (lmmpad.py: the padded fixed effects an identity
+    # block of their own, after the p real ones), shared by refits of the same terms
     C, dC = _jac(jnp.asarray(psi), model.data, model.structure)
-    return np.asarray(C), np.asarray(dC)
+    p = len(res.x_names)
+    return np.asarray(C)[:p, :p], np.asarray(dC)[:p, :p]
 
 
 @partial(xla.jit, static_argnames="s")

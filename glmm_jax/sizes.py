@@ -8,9 +8,12 @@ held at 0), rows, chunks and clusters to powers of two; and a model whose data f
 the sizes of a program already built in this process (with the same structure) takes
 those sizes, so that a refit on a subset, or with a covariate fewer, compiles nothing;
 a random intercept (Laplace) takes a two-effect program laid out before for a random
-slope where it fits (layout.py), else its own. Larger models are padded to the finer
-grid of :func:`bucket` (at most 19%), with their own number of fixed effects. Padding
-has zero weight and never changes a result.
+slope where it fits (layout.py), else its own; several random terms pad each term's
+levels (levels without rows), to powers of two where their cost is linear in the levels
+and to the finer grid in a crossed term's dense part. Larger models are padded to the
+finer grid of :func:`bucket` (at most 19%), with their own number of fixed effects.
+Padding has zero weight and never changes a result. A refit on more rows, chunks or
+levels than any program of its structure holds compiles a program of its own.
 """
 
 from __future__ import annotations

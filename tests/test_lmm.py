@@ -237,3 +237,24 @@ def test_pair_sums_scattered_both_ways_are_k_plus_its_transpose(crossed_df):
     sym = lmm._pair_sums(M, d, R)
     np.testing.assert_allclose(lmm._pair_sums(M, d, R, both=True), sym, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(sym, sym.T, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_no_fixed_effects_is_lmers_fit(reml, monkeypatch):
+    # lme4 1.1-31: m <- lmer(Reaction ~ 0 + (1 | Subject), sleepstudy); logLik(m),
+    # VarCorr(m)$Subject[1], sigma(m) (the same for REML = FALSE: no fixed effects)
+    df = gj.datasets.load("sleepstudy")
+    for small in (gj.sizes.SMALL_ROWS, 0):  # padded (8 zero columns) and not
+        monkeypatch.setattr(gj.sizes, "SMALL_ROWS", small)
+        res = gj.fit("Reaction ~ 0 + (1 | Subject)", df, family="gaussian", reml=reml)
+        assert res.converged and len(res.fixef) == 0 and res.coef_table.empty
+        assert res.loglik == pytest.approx(-992.8398454715, abs=1e-8)
+        vc = res.varcorr.set_index("group")["variance"]
+        assert vc["Subject"] == pytest.approx(90303.3977053850, rel=1e-7)
+        # (lme4's sigma to its optimizer's tolerance: 4e-8 apart where logLik agrees to
+        # 1e-12)
+        assert np.sqrt(vc["Residual"]) == pytest.approx(44.2590690373, rel=1e-6)
+    if reml:  # (the joint Laplace engine's REML needs a fixed effect: a clear error)
+        with pytest.raises(gj.GLMMInputError, match="REML is ML"):
+            gj.build_model("Reaction ~ 0 + (1 | Subject)", df, family="gaussian",
+                           reml=True, engine="multi")

@@ -10,6 +10,7 @@ import pytest
 from helpers import compilations
 
 import glmm_jax as gj
+from glmm_jax.optimize import newton_fit
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,8 @@ def _same_fit(padded, plain):
     assert padded.loglik == pytest.approx(plain.loglik, abs=1e-9)
     np.testing.assert_allclose(padded.theta, plain.theta, rtol=0, atol=1e-8)
     np.testing.assert_allclose(padded.se, plain.se, rtol=1e-7)
+    np.testing.assert_allclose(np.sqrt(np.diag(padded.cov_theta)),
+                               np.sqrt(np.diag(plain.cov_theta)), rtol=1e-7)
     assert padded.theta_names == plain.theta_names
     assert padded.hessian.shape == plain.hessian.shape == (len(plain.theta),) * 2
     for name in padded.ranef:
@@ -46,25 +49,50 @@ CASES = [  # formula, family, kwargs: one grouping factor ("single") and several
     ("y ~ age + comorb + (age | hospital)", "binomial", {}),
     ("comorb ~ age + teaching + (1 | hospital)", "poisson", {}),
     ("age ~ sex + comorb + (1 | hospital)", "gamma_shift", {}),
+    ("cbind(k, 4 - k) ~ age + sex + (1 | hospital)", "binomial", {"nagq": 5}),
+    ("comorb ~ age + teaching + offset(off) + (1 | hospital)", "negative_binomial",
+     {"weights": "w"}),
     ("y ~ age + sex + (1 | hospital) + (1 | comorb)", "binomial", {}),
 ]
+
+
+def _with_columns(df):
+    """Prior weights, an offset and binomial counts of 4 trials for CASES."""
+    rng = np.random.default_rng(7)
+    return df.assign(w=rng.uniform(0.5, 2.0, len(df)), off=rng.normal(0, 0.2, len(df)),
+                     k=np.minimum(df["comorb"], 4))
 
 
 @pytest.mark.filterwarnings("ignore::glmm_jax.SingularFitWarning")
 @pytest.mark.parametrize("formula,family,kwargs", CASES)
 def test_padded_programs_give_the_unpadded_fit(hospital, monkeypatch, formula, family,
                                                 kwargs):
-    df = hospital
+    df = _with_columns(hospital)
     if family == "gamma_shift":  # a family with a dispersion: Gamma of a positive y
         family, df = "gamma", df.assign(age=df["age"] - df["age"].min() + 0.5)
+    if "weights" in kwargs:
+        kwargs = {**kwargs, "weights": df[kwargs["weights"]].to_numpy()}
     model = gj.build_model(formula, df, family=family, **kwargs)
     assert model.padding is not None and model.structure.p == 8
     assert model.layout.size == len(model.theta_names) < model.structure.theta.size
+    levels = [len(g.levels) for g in model.frame.groups]
+    n_levels = model.structure.Js if len(levels) > 1 else (model.structure.n_groups,)
+    assert all(t > J for t, J in zip(n_levels, levels, strict=True))  # levels padded too
     padded = model.fit()
+    # the padded entries of the program's theta stay exactly 0 (not to rounding)
+    out = newton_fit(model._embed(model.start()), model._u0(None), model.data,
+                     model.structure, free=model._free())
+    held = np.setdiff1d(np.arange(model.padding.size), model.padding.at)
+    assert np.all(np.asarray(out.theta)[held] == 0.0)
     _unpadded(monkeypatch)
     plain_model = gj.build_model(formula, df, family=family, **kwargs)
     assert plain_model.padding is None
     _same_fit(padded, plain_model.fit())
+    if len(levels) == 1 and kwargs.get("nagq", 1) == 1:
+        # the joint Laplace engine pads nothing here (not even clusters): the same value
+        bare = gj.build_model(formula, df, family=family, engine="multi", **kwargs)
+        assert bare.structure.Js == tuple(levels) and bare.data.y.shape == (len(df),)
+        assert bare.negloglik(padded.theta) == pytest.approx(-padded.loglik, abs=1e-9)
     # the model's own functions take and give its theta (no padding)
     f, g, H = model.value_grad_hess(padded.theta)
     f0, g0, H0 = plain_model.value_grad_hess(padded.theta)
@@ -92,9 +120,11 @@ def test_a_session_of_refits_compiles_once(hospital):
     fits = [gj.fit(steps[0][0], steps[0][1])]
     assert compilations() > before  # the first fit compiles (or loads) its program ...
     assert fits[0].model.structure.q == 1  # (a random intercept's own program)
+    fits[0].summary()
     before = compilations()
     fits += [gj.fit(f, d) for f, d in steps[1:]]
-    assert compilations() == before  # ... and the refits compile nothing
+    assert all(isinstance(r.summary(), str) for r in fits)
+    assert compilations() == before  # ... and the refits (and summaries) compile nothing
     slope = gj.fit("y ~ age + teaching + (age | hospital)", hospital.query("sex == 0"))
     assert compilations() > before  # a new random-effects structure: a new program ...
     before = compilations()
@@ -128,16 +158,24 @@ def test_large_models_are_not_padded(monkeypatch, hospital):
     assert model.padding is None and model.structure.p == 3 and model.structure.q == 1
 
 
-def test_several_terms_reuse_a_program_across_rows(hospital):
-    # the joint Laplace engine: rows padded (zero weight); covariates padded
+def test_several_terms_reuse_a_program_across_rows_and_levels(hospital):
+    # the joint Laplace engine: rows padded (zero weight), covariates padded, each term's
+    # levels padded (levels without rows): subsets without some hospitals or some
+    # comorbidity counts reuse the program
     gj.sizes.forget()
     jax.clear_caches()
-    a = gj.fit("y ~ age + (1 | hospital) + (1 | comorb)", hospital)
     before = compilations()
-    b = gj.fit("y ~ age + sex + teaching + (1 | hospital) + (1 | comorb)",
-               hospital.query("age < 1.5"))
+    a = gj.fit("y ~ age + (1 | hospital) + (1 | comorb)", hospital)
+    assert compilations() > before
+    before = compilations()
+    subsets = [hospital.query("age < 1.5"), hospital[hospital.hospital.cat.codes < 50],
+               hospital.query("comorb < 4")]
+    fits = [gj.fit("y ~ age + sex + teaching + (1 | hospital) + (1 | comorb)", d)
+            for d in subsets]
     assert compilations() == before
-    assert a.converged and b.converged and b.nobs < a.nobs
+    assert a.converged and all(r.converged for r in fits) and fits[0].nobs < a.nobs
+    assert [len(r.ranef["hospital"]) for r in fits] == [100, 50, 100]
+    assert [len(r.ranef["comorb"]) for r in fits] == [len(a.ranef["comorb"])] * 2 + [4]
 
 
 def test_batches_of_refits_run_unpadded(hospital):
@@ -217,9 +255,14 @@ def test_a_session_of_lmm_refits_compiles_once(hospital):
         ("age ~ comorb + I(comorb^2) + (1 | hospital)", hospital.query("sex == 1")),
         ("age ~ sex + (1 | hospital)", hospital[hospital.hospital.cat.codes < 40]),
     ]
-    fits = [gj.fit(steps[0][0], steps[0][1], family="gaussian")]
     before = compilations()
-    fits += [gj.fit(f, d, family="gaussian") for f, d in steps[1:]]
+    fits = [gj.fit(steps[0][0], steps[0][1], family="gaussian")]
+    tables = [fits[0].coef_table, fits[0].summary()]  # (Satterthwaite's df: REML)
+    assert compilations() > before
+    before = compilations()
+    for f, d in steps[1:]:  # the refits and their summaries compile nothing
+        fits.append(gj.fit(f, d, family="gaussian"))
+        tables += [fits[-1].coef_table, fits[-1].summary()]
     assert compilations() == before
     assert all(r.converged and r.reml for r in fits)
     assert [len(r.fixef) for r in fits] == [2, 5, 3, 2]
