@@ -246,5 +246,5 @@ def test_grouseticks_uses_nested_elimination():
     model = build_model(GROUSE, grouseticks(), family="poisson")
     assert model.structure.nested  # (obs in broods in locations: finest first)
     assert [len(g.levels) for g in model.frame.groups] == [403, 118, 63]
-    assert model.structure.Js == (512, 128, 64)  # a small model's levels padded (sizes.py)
+    assert model.structure.Js == (431, 129, 65)  # a small model's levels padded (sizes.py)
     assert not build_model(VERBAGG, verbagg(), family="binomial").structure.nested
