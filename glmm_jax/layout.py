@@ -322,7 +322,7 @@ def _multi_sizes(key: tuple, n: int, Js: tuple, reml: bool, is_nested: bool):
     """A small model's rows and levels per term (joint Laplace): those of a program
     already laid out under ``key`` that hold them (sizes.reuse: up to 8 times a term's
     levels where their cost is linear in them, the eliminated term and nested terms, and
-    up to 25% more in a crossed term's dense Schur complement, cubic), else rows to a
+    up to 25% (or 32) more in a crossed term's dense Schur complement, cubic), else rows to a
     power of two (times the devices in ``key``) and levels to the odd number at or
     above :func:`bucket` (level counts with large powers of two ran the program up to
     6 times slower: VerbAgg's 316 and 24 levels padded to 512 and 32). Padded levels

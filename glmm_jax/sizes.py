@@ -9,8 +9,8 @@ the sizes of a program already built in this process (with the same structure) t
 those sizes, so that a refit on a subset, or with a covariate fewer, compiles nothing;
 a random intercept (Laplace) takes a two-effect program laid out before for a random
 slope where it fits (layout.py), else its own; several random terms pad each term's
-levels (levels without rows), to powers of two where their cost is linear in the levels
-and to the finer grid in a crossed term's dense part. Larger models are padded to the
+levels (levels without rows) to the odd number at or above the finer grid
+(``layout._multi_sizes``). Larger models are padded to the
 finer grid of :func:`bucket` (at most 19%), with their own number of fixed effects.
 Padding has zero weight and never changes a result. A refit on more rows, chunks or
 levels than any program of its structure holds compiles a program of its own.
