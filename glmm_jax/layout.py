@@ -289,7 +289,7 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     rows_to, Js_to = -(-n // d) * d, Js
     if small:  # rows and levels: those of a program already laid out, else padded
         key = ("multi", fam, width, qs, nagq, reml, anc is not None, d)
-        rows_to, Js_to = _multi_sizes(key, n, Js, reml, anc is not None)
+        rows_to, Js_to = _multi_sizes(key, n, qs, Js, reml, anc is not None)
         if anc is not None and Js_to != Js:  # (a padded level's ancestors: level 0)
             anc = nested.ancestors([c for _, c in terms], Js_to)
     s = MultiStructure(fam, width, qs, Js_to, reml=reml, nested=anc is not None)
@@ -318,15 +318,17 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     return Laid(frame, s, place_rows(arrays, devices), None, respond, _padding(frame, s))
 
 
-def _multi_sizes(key: tuple, n: int, Js: tuple, reml: bool, is_nested: bool):
+def _multi_sizes(key: tuple, n: int, qs: tuple, Js: tuple, reml: bool, is_nested: bool):
     """A small model's rows and levels per term (joint Laplace): those of a program
     already laid out under ``key`` that hold them (sizes.reuse: up to 8 times a term's
-    levels where their cost is linear in them, the eliminated term and nested terms, and
-    up to 25% (or 32) more in a crossed term's dense Schur complement, cubic), else rows to a
-    power of two (times the devices in ``key``) and levels to the odd number at or
-    above :func:`bucket` (level counts with large powers of two ran the program up to
-    6 times slower: VerbAgg's 316 and 24 levels padded to 512 and 32). Padded levels
-    have no rows: each adds exactly 0 to -log L (a block of the prior's identity in -H)."""
+    levels where their cost is linear in them, nested terms and the eliminated term of
+    crossed ones, whose coupling to the dense part, [J_0 q_0, Q_r], may then grow at most
+    4-fold (or to 2**16 entries); up to 25% (or 32) more levels in a crossed term's
+    dense Schur complement, cubic), else rows to a power of two (times the devices in
+    ``key``) and levels to the odd number at or above :func:`bucket` (level counts with
+    large powers of two ran the program up to 6 times slower: VerbAgg's 316 and 24
+    levels padded to 512 and 32). Padded levels have no rows: each adds exactly 0 to
+    -log L (a block of the prior's identity in -H)."""
     d, allowed, n_prior = key[-1], sizes.slots_allowed(n), len(Js) - int(reml)
 
     def linear(k):
@@ -340,9 +342,13 @@ def _multi_sizes(key: tuple, n: int, Js: tuple, reml: bool, is_nested: bool):
     def own(k, J):
         return J if k >= n_prior else bucket(J) | 1
 
+    def coupling(levels):  # entries of B: term 0's effects by the dense part's
+        return qs[0] * levels[0] * sum(q * t for q, t in zip(qs[1:], levels[1:], strict=True))
+
     def fits(sz):
         return n <= sz[0] <= allowed and all(
-            J <= t <= most(k, J) for k, (J, t) in enumerate(zip(Js, sz[1:], strict=True)))
+            J <= t <= most(k, J) for k, (J, t) in enumerate(zip(Js, sz[1:], strict=True))
+        ) and (is_nested or coupling(sz[1:]) <= max(4 * coupling(Js), 2**16))
 
     default = (-(-sizes.power_of_two(n) // d) * d,) + tuple(own(k, J) for k, J in
                                                            enumerate(Js))
@@ -383,8 +389,9 @@ def fetch(tree):
     """The arrays of ``tree`` as NumPy, those spread over several processes' devices
     (jax.distributed: a program's per-level outputs can come back sharded) gathered
     first, as every process of the program does."""
-    def one(a):
-        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+    def one(a):  # (a replicated array holds its whole value here too)
+        if isinstance(a, jax.Array) and not (a.is_fully_addressable or
+                                             a.is_fully_replicated):
             from jax.experimental import multihost_utils
 
             a = multihost_utils.process_allgather(a, tiled=True)

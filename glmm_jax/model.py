@@ -115,7 +115,7 @@ class Model:
         starts = [self._theta(t) for t in starts]
         s = self.structure
         u0 = jax.tree.map(lambda a: np.stack([a] * len(starts)), self._u0(None))
-        out = jax.tree.map(np.asarray, newton_fit_many(
+        out = fetch(newton_fit_many(
             np.stack([self._embed(t) for t in starts]), u0, self.data, s,
             max_iter=max_iter, fields=(), free=self._free()))
         return [self._strip(jax.tree.map(lambda a, k=k: a[k], out)) for k in range(len(starts))]
@@ -305,7 +305,7 @@ class Model:
                                   _batched(getattr(batched.data, k).sharding))
                 for k in fields})
             stack = jax.tree.map(lambda a: np.stack([a] * batch_size), u0)
-            res = jax.tree.map(np.asarray, newton_fit_many(
+            res = fetch(newton_fit_many(
                 np.tile(batched._embed(theta0), (batch_size, 1)), stack, data, s,
                 max_iter=min(max_iter, batch_iter or max_iter), fields=fields,
                 free=batched._free()))

@@ -243,6 +243,7 @@ def test_nested_elimination_equals_dense_schur(monkeypatch):
 
 
 def test_grouseticks_uses_nested_elimination():
+    gj.sizes.forget()  # (its own sizes, not those of a program laid out before)
     model = build_model(GROUSE, grouseticks(), family="poisson")
     assert model.structure.nested  # (obs in broods in locations: finest first)
     assert [len(g.levels) for g in model.frame.groups] == [403, 118, 63]

@@ -268,3 +268,22 @@ def test_a_session_of_lmm_refits_compiles_once(hospital):
     assert [len(r.fixef) for r in fits] == [2, 5, 3, 2]
     assert len(fits[-1].ranef["hospital"]) == 40
     assert len(fits[-1].coef_table) == 2
+
+
+def test_crossed_reuse_is_bounded_by_the_dense_coupling():
+    # a crossed model's eliminated term couples to the dense part ([J0 q0, Qr]): a subset
+    # reuses a program whose coupling is at most 4 times its own (nested terms: 8 times
+    # the levels, as their cost is linear)
+    from glmm_jax.layout import _multi_sizes
+
+    gj.sizes.forget()
+    key = ("test", 1)  # (the key ends with the number of devices)
+    whole = _multi_sizes(key, 4000, (1, 1), (2000, 200), False, False)
+    assert whole[0] == 4096 and all(t % 2 and t >= J for t, J in zip(whole[1], (2000, 200),
+                                                                      strict=True))
+    assert _multi_sizes(key, 3000, (1, 1), (1200, 200), False, False) == whole
+    quarter = _multi_sizes(key, 3000, (1, 1), (400, 200), False, False)
+    assert quarter != whole and quarter[1][0] < 1000  # its own sizes
+    nested_key = ("test nested", 1)
+    tree = _multi_sizes(nested_key, 4000, (1, 1), (2000, 200), False, True)
+    assert _multi_sizes(nested_key, 3000, (1, 1), (400, 100), False, True) == tree
