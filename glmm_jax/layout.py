@@ -288,8 +288,8 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     width = sizes.fixed_width(p, n) if small and not reml else p
     rows_to, Js_to = -(-n // d) * d, Js
     if small:  # rows and levels: those of a program already laid out, else padded
-        key = ("multi", fam, width, qs, nagq, reml, anc is not None, d)
-        rows_to, Js_to = _multi_sizes(key, n, qs, Js, reml, anc is not None)
+        rows_to, Js_to = _multi_sizes((fam, width, nagq), n, qs, Js, reml, anc is not None,
+                                      d)
         if anc is not None and Js_to != Js:  # (a padded level's ancestors: level 0)
             anc = nested.ancestors([c for _, c in terms], Js_to)
     s = MultiStructure(fam, width, qs, Js_to, reml=reml, nested=anc is not None)
@@ -318,18 +318,21 @@ def _build_multi(frame: ModelFrame, fam: Family, nagq: int, reml: bool = False,
     return Laid(frame, s, place_rows(arrays, devices), None, respond, _padding(frame, s))
 
 
-def _multi_sizes(key: tuple, n: int, qs: tuple, Js: tuple, reml: bool, is_nested: bool):
+def _multi_sizes(program: tuple, n: int, qs: tuple, Js: tuple, reml: bool, is_nested: bool,
+                 d: int):
     """A small model's rows and levels per term (joint Laplace): those of a program
-    already laid out under ``key`` that hold them (sizes.reuse: up to 8 times a term's
-    levels where their cost is linear in them, nested terms and the eliminated term of
-    crossed ones, whose coupling to the dense part, [J_0 q_0, Q_r], may then grow at most
-    4-fold (or to 2**16 entries); up to 25% (or 32) more levels in a crossed term's
-    dense Schur complement, cubic), else rows to a power of two (times the devices in
-    ``key``) and levels to the odd number at or above :func:`bucket` (level counts with
-    large powers of two ran the program up to 6 times slower: VerbAgg's 316 and 24
-    levels padded to 512 and 32). Padded levels have no rows: each adds exactly 0 to
-    -log L (a block of the prior's identity in -H)."""
-    d, allowed, n_prior = key[-1], sizes.slots_allowed(n), len(Js) - int(reml)
+    already laid out for the same terms, ``program`` (family, width, nagq) and ``d``
+    devices that hold them (sizes.reuse: up to 8 times a term's levels where their cost
+    is linear in them, nested terms and the eliminated term of crossed ones, whose
+    coupling to the dense part, [J_0 q_0, Q_r], may then grow at most 4-fold (or to
+    2**16 entries); up to 25% (or 32) more levels in a crossed term's dense Schur
+    complement, cubic), else rows to a power of two (times ``d``) and levels to the odd
+    number at or above :func:`bucket` (level counts with large powers of two ran the
+    program up to 6 times slower: VerbAgg's 316 and 24 levels padded to 512 and 32).
+    Padded levels have no rows: each adds exactly 0 to -log L (a block of the prior's
+    identity in -H)."""
+    key = ("multi", *program, qs, reml, is_nested, d)
+    allowed, n_prior = sizes.slots_allowed(n), len(Js) - int(reml)
 
     def linear(k):
         return k == 0 or is_nested

@@ -277,13 +277,12 @@ def test_crossed_reuse_is_bounded_by_the_dense_coupling():
     from glmm_jax.layout import _multi_sizes
 
     gj.sizes.forget()
-    key = ("test", 1)  # (the key ends with the number of devices)
-    whole = _multi_sizes(key, 4000, (1, 1), (2000, 200), False, False)
+    program = ("test",)  # (family, width and nagq in a model's layout)
+    whole = _multi_sizes(program, 4000, (1, 1), (2000, 200), False, False, 1)
     assert whole[0] == 4096 and all(t % 2 and t >= J for t, J in zip(whole[1], (2000, 200),
                                                                       strict=True))
-    assert _multi_sizes(key, 3000, (1, 1), (1200, 200), False, False) == whole
-    quarter = _multi_sizes(key, 3000, (1, 1), (400, 200), False, False)
+    assert _multi_sizes(program, 3000, (1, 1), (1200, 200), False, False, 1) == whole
+    quarter = _multi_sizes(program, 3000, (1, 1), (400, 200), False, False, 1)
     assert quarter != whole and quarter[1][0] < 1000  # its own sizes
-    nested_key = ("test nested", 1)
-    tree = _multi_sizes(nested_key, 4000, (1, 1), (2000, 200), False, True)
-    assert _multi_sizes(nested_key, 3000, (1, 1), (400, 100), False, True) == tree
+    tree = _multi_sizes(program, 4000, (1, 1), (2000, 200), False, True, 1)
+    assert _multi_sizes(program, 3000, (1, 1), (400, 100), False, True, 1) == tree
